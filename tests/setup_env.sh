@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Everything the tests and the demo need on a fresh Linux machine with Python 3.11:
+# redis-server (apt-get, when run as root), a virtualenv with the pack and its
+# test extras, and a real ComfyUI 0.3.75 (tests/harness/comfyui_harness.py).
+# Idempotent: a second run checks and returns in seconds.
+# Source it; afterwards $TC_PYTHON is the interpreter to use.
+set -euo pipefail
+
+TC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TC_CACHE="${TWITTERCHAT_CACHE:-$HOME/.cache/comfyui-twitterchat}"
+TC_VENV="${TWITTERCHAT_VENV:-$TC_CACHE/venv}"
+TC_BASE_PYTHON="${TWITTERCHAT_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
+export TWITTERCHAT_CACHE="$TC_CACHE"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing redis-server with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "setup: redis-server is missing; install it (e.g. sudo apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+# The Debian package starts a system-wide redis on port 6379; the tests start
+# their own on free ports and never use that one.
+
+if [ ! -x "$TC_VENV/bin/python" ]; then
+  echo "setup: creating virtualenv $TC_VENV"
+  "$TC_BASE_PYTHON" -m venv "$TC_VENV"
+fi
+TC_PYTHON="$TC_VENV/bin/python"
+
+stamp="$TC_VENV/.twitterchat-deps"
+want="$(cat "$TC_ROOT/pyproject.toml" "$TC_ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the pack and its test dependencies"
+  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check -e "$TC_ROOT[test]"
+  echo "$want" > "$stamp"
+fi
+
+echo "setup: ComfyUI at $("$TC_PYTHON" "$TC_ROOT/tests/harness/comfyui_harness.py" provision | tail -n 1)"
+export TC_ROOT TC_PYTHON

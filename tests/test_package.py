@@ -1,0 +1,116 @@
+"""The package as ComfyUI and ComfyUI-Manager see it, and the contracts that keep
+pyproject, requirements.txt, config.json and the registry in step."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pack_paths import PACK_ROOT
+
+IMPORT_PROBE = r"""
+import importlib.util, json, socket, sys, threading, time
+connects = []
+real_connect = socket.socket.connect
+def record(self, *args):
+    connects.append(args)
+    return real_connect(self, *args)
+socket.socket.connect = record
+before = set(sys.modules)
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location(
+    "comfyui-twitterchat", sys.argv[1] + "/__init__.py",
+    submodule_search_locations=[sys.argv[1]])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+elapsed = time.perf_counter() - started
+heavy = sorted(m for m in ("torch", "openai", "redis", "llama_cpp", "PIL", "holidays", "aiohttp",
+                           "rocketmq", "grpc", "server", "folder_paths", "comfy")
+               if m in sys.modules and m not in before)
+print(json.dumps({"seconds": elapsed, "threads": threading.active_count(), "connects": len(connects),
+                  "heavy": heavy, "nodes": sorted(module.NODE_CLASS_MAPPINGS),
+                  "web": module.WEB_DIRECTORY}))
+"""
+
+
+def test_import_outside_comfyui_is_light_and_inert():
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(PACK_ROOT)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["threads"] == 1, result
+    assert result["connects"] == 0, result
+    assert result["heavy"] == [], result
+    assert result["seconds"] < 1.0, result
+    assert "PersonaLoader" in result["nodes"]
+    assert (PACK_ROOT / result["web"]).is_dir()
+
+
+def test_registry_ids_are_unique_and_complete(pack):
+    from comfyui_twitterchat.nodes import NODE_CLASSES, build_mappings
+
+    assert set(pack.NODE_CLASS_MAPPINGS) == {cls.NODE_ID for cls in NODE_CLASSES}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(pack.NODE_CLASS_MAPPINGS)
+    for cls in NODE_CLASSES:
+        assert cls.CATEGORY.startswith("TwitterChat/"), cls
+        assert hasattr(cls, cls.FUNCTION), cls
+        for type_name in cls.RETURN_TYPES:
+            assert type_name.isupper(), type_name
+            if type_name not in ("STRING", "INT", "FLOAT", "BOOLEAN", "IMAGE"):
+                assert type_name.startswith("TC_"), f"custom type {type_name} must be namespaced"
+
+    class Twin:
+        NODE_ID = NODE_CLASSES[0].NODE_ID
+        DISPLAY_NAME = "twin"
+
+    with pytest.raises(ValueError, match="duplicate node id"):
+        build_mappings((NODE_CLASSES[0], Twin))
+
+
+def _requirement_names(specs):
+    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower(): spec.replace(" ", "")
+            for spec in specs}
+
+
+def test_requirements_txt_matches_pyproject():
+    project = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text())["project"]
+    lines = [line.split("#")[0].strip() for line in (PACK_ROOT / "requirements.txt").read_text().splitlines()]
+    assert _requirement_names(filter(None, lines)) == _requirement_names(project["dependencies"])
+    openai_spec = _requirement_names(project["dependencies"])["openai"]
+    assert "<3" in openai_spec  # openai 3.x dropped httpx
+    assert {"test", "rocketmq"} <= set(project["optional-dependencies"])
+
+
+def test_pyproject_has_comfy_registry_section():
+    data = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text())
+    comfy = data["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+
+
+SECRET_LOOKING = re.compile(r"(sk-[A-Za-z0-9]{8,}|password\"\s*:\s*\"[^\"]+\"|api_key\"\s*:\s*\"[^\"]+\")",
+                            re.IGNORECASE)
+
+
+def test_config_json_holds_defaults_and_no_secrets():
+    text = (PACK_ROOT / "config.json").read_text()
+    json.loads(text)
+    assert not SECRET_LOOKING.search(text)
+
+
+def test_gitignore_covers_local_secret_files():
+    ignored = (PACK_ROOT / ".gitignore").read_text().splitlines()
+    assert "secrets.json" in ignored and ".env" in ignored
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (PACK_ROOT / "README.md").read_text()
+    ci = (PACK_ROOT / ".ci" / "run").read_text()
+    commands = re.findall(r"^```(?:bash|sh)\n(.*?)^```", readme, flags=re.S | re.M)
+    assert any("bash tests/run_tests.sh" in block for block in commands)
+    assert "bash tests/run_tests.sh" in ci

@@ -1,0 +1,1 @@
+"""Plain-Python logic behind the nodes: persona cards, dates, calendars, posts."""

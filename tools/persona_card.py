@@ -1,0 +1,199 @@
+"""Character cards (``chara_card_v2`` / ``chara_card_v3``) -> a persona.
+
+Plain Python: no ComfyUI import. Cards come from a JSON string, a ``.json``
+file or a PNG card (``ccv3`` tEXt chunk first, then ``chara``; both hold
+base64-encoded JSON). The card is kept whole, so fields this pack does not know
+(extensions, lorebooks, assets) survive untouched.
+
+The system prompt follows the card spec: a non-empty ``system_prompt`` replaces
+the default one, with ``{{original}}`` standing for the default; ``{{char}}``
+and ``{{user}}`` macros are filled in; ``creator_notes`` never reach a prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_SPECS = ("chara_card_v2", "chara_card_v3")
+PNG_CHUNK_KEYS = ("ccv3", "chara")  # v3 first, as the v3 spec asks
+EXTENSION_KEY = "twitterchat"       # data.extensions.twitterchat: this pack's own fields
+DEFAULT_USER_NAME = "your followers"
+MAX_CARD_BYTES = 8 * 1024 * 1024
+
+_MACRO = re.compile(r"\{\{\s*(char|user|original)\s*\}\}", re.IGNORECASE)
+
+
+class PersonaError(ValueError):
+    """A card that cannot be used, with a message that names the problem."""
+
+
+@dataclass(frozen=True)
+class Persona:
+    """TC_PERSONA: what PersonaLoader hands to the other nodes.
+
+    ``card`` is the full original card (``{"spec", "spec_version", "data"}``),
+    ``user_id`` the validated owner id used for output folders and caches.
+    """
+
+    user_id: str
+    card: dict[str, Any] = field(repr=False)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.card["data"]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def spec(self) -> str:
+        return self.card["spec"]
+
+    def field(self, key: str) -> str:
+        value = self.data.get(key)
+        return value if isinstance(value, str) else ""
+
+    @property
+    def extension(self) -> dict[str, Any]:
+        extensions = self.data.get("extensions")
+        ext = extensions.get(EXTENSION_KEY) if isinstance(extensions, dict) else None
+        return ext if isinstance(ext, dict) else {}
+
+    def example_posts(self) -> list[str]:
+        """Example posts for few-shot prompting: the pack's extension list, else ``mes_example`` lines."""
+        posts = self.extension.get("example_posts")
+        if isinstance(posts, list) and all(isinstance(p, str) for p in posts):
+            return [p.strip() for p in posts if p.strip()]
+        examples = []
+        for block in re.split(r"<START>", self.field("mes_example"), flags=re.IGNORECASE):
+            for line in block.splitlines():
+                line = line.strip()
+                if line.lower().startswith("{{char}}:"):
+                    examples.append(fill_macros(line.split(":", 1)[1].strip(), self.name))
+        return examples
+
+    def summary(self) -> str:
+        tags = self.data.get("tags") or []
+        tag_text = ", ".join(str(t) for t in tags[:8]) if isinstance(tags, list) else ""
+        description = " ".join(fill_macros(self.field("description"), self.name).split())
+        if len(description) > 160:
+            description = description[:157].rstrip() + "..."
+        parts = [f"{self.name} ({self.spec}, user {self.user_id})"]
+        if description:
+            parts.append(description)
+        if tag_text:
+            parts.append(f"tags: {tag_text}")
+        return " | ".join(parts)
+
+
+def fill_macros(text: str, char_name: str, user_name: str = DEFAULT_USER_NAME,
+                original: str = "") -> str:
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1).lower()
+        return {"char": char_name, "user": user_name, "original": original}[key]
+    return _MACRO.sub(replace, text)
+
+
+def default_system_prompt(persona: Persona, user_name: str = DEFAULT_USER_NAME) -> str:
+    """The prompt built from the card's own fields (never ``creator_notes``)."""
+    sections = [f"You are {persona.name}. Write as {persona.name}, in the first person."]
+    for label, key in (("Description", "description"), ("Personality", "personality"),
+                       ("Scenario", "scenario")):
+        text = persona.field(key).strip()
+        if text:
+            sections.append(f"{label}: {text}")
+    return fill_macros("\n\n".join(sections), persona.name, user_name)
+
+
+def build_system_prompt(persona: Persona, user_name: str = DEFAULT_USER_NAME) -> str:
+    """The card's ``system_prompt`` when it has one (``{{original}}`` = the default), else the default."""
+    original = default_system_prompt(persona, user_name)
+    override = persona.field("system_prompt").strip()
+    if not override:
+        return original
+    return fill_macros(override, persona.name, user_name, original=original)
+
+
+def parse_card(raw: Any, source: str = "card") -> dict[str, Any]:
+    """Validate a decoded card and return a deep copy of it."""
+    if not isinstance(raw, dict):
+        raise PersonaError(f"{source}: a character card must be a JSON object, got {type(raw).__name__}")
+    spec = raw.get("spec")
+    if spec not in SUPPORTED_SPECS:
+        if spec is None and "name" in raw and "data" not in raw:
+            raise PersonaError(f"{source}: this looks like a v1 card (no 'spec'); "
+                               f"convert it to {' or '.join(SUPPORTED_SPECS)}")
+        raise PersonaError(f"{source}: unsupported card spec {spec!r}; "
+                           f"expected one of {', '.join(SUPPORTED_SPECS)}")
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        raise PersonaError(f"{source}: 'data' must be an object holding the card's fields")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise PersonaError(f"{source}: the card has no name (data.name is missing or empty)")
+    for key in ("description", "personality", "scenario", "system_prompt", "mes_example",
+                "first_mes", "creator_notes", "post_history_instructions"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise PersonaError(f"{source}: data.{key} must be text, got {type(data[key]).__name__}")
+    extensions = data.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise PersonaError(f"{source}: data.extensions must be an object")
+    return copy.deepcopy(raw)
+
+
+def card_from_json_text(text: str, source: str = "persona_json") -> dict[str, Any]:
+    if not text or not text.strip():
+        raise PersonaError(f"{source}: empty; paste a chara_card_v2/v3 JSON object")
+    if len(text.encode("utf-8")) > MAX_CARD_BYTES:
+        raise PersonaError(f"{source}: larger than {MAX_CARD_BYTES // (1024 * 1024)} MiB")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PersonaError(f"{source}: invalid JSON ({exc.msg} at line {exc.lineno}, "
+                           f"column {exc.colno})") from None
+    return parse_card(raw, source)
+
+
+def card_from_png(path: Path) -> dict[str, Any]:
+    from PIL import Image, UnidentifiedImageError  # Pillow: already a ComfyUI dependency
+
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise PersonaError(f"{path.name}: not a PNG card (format {image.format})")
+            image.load()
+            chunks = dict(getattr(image, "text", {}) or {})
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise PersonaError(f"{path.name}: unreadable PNG ({exc})") from None
+    for key in PNG_CHUNK_KEYS:
+        if key in chunks:
+            try:
+                decoded = base64.b64decode(chunks[key], validate=False).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise PersonaError(f"{path.name}: the '{key}' chunk is not base64 JSON ({exc})") from None
+            return card_from_json_text(decoded, f"{path.name} ({key} chunk)")
+    raise PersonaError(f"{path.name}: PNG has no character card (no 'ccv3' or 'chara' text chunk)")
+
+
+def card_from_file(path: Path) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise PersonaError(f"persona file not found: {path.name}") from None
+    if size > MAX_CARD_BYTES * 4:
+        raise PersonaError(f"{path.name}: file too large for a character card ({size} bytes)")
+    if path.suffix.lower() == ".png":
+        return card_from_png(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PersonaError(f"{path.name}: not UTF-8 text; use a .json or .png card") from None
+    return card_from_json_text(text, path.name)
