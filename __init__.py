@@ -6,6 +6,9 @@ it starts no thread, opens no connection and loads nothing heavy; the monitor is
 started from ComfyUI's startup signal, never here.
 """
 
+import logging as _logging
+import sys as _sys
+
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from .utils.settings import ConfigError as _ConfigError, LoggingSettings as _LoggingSettings
 from .utils.structured_logger import configure as _configure_logging
@@ -23,6 +26,21 @@ def _setup_logging() -> None:
     _configure_logging(log_dir=settings.log_dir or None, level=settings.level)
 
 
+def _register_monitor() -> None:
+    """Inside ComfyUI, ask to be started with the server; outside it, do nothing."""
+    server_module = _sys.modules.get("server")
+    server = getattr(getattr(server_module, "PromptServer", None), "instance", None)
+    if server is None or not hasattr(server, "app"):
+        return
+    try:
+        from .monitor.service import register
+
+        register(server)
+    except Exception:  # a node pack must never stop ComfyUI from starting
+        _logging.getLogger("twitterchat.monitor").exception("could not register the prompt monitor")
+
+
 _setup_logging()
+_register_monitor()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

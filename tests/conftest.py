@@ -7,12 +7,12 @@ fails instead of skipping (see ``need`` and ``pytest_runtest_makereport``).
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from ci_policy import in_ci, need
 from pack_paths import PACK_ROOT, PROBE_NODES
 
 PACK_NAME = "comfyui_twitterchat"
@@ -31,19 +31,6 @@ def _load_pack():
 
 
 _load_pack()
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip locally when a real part is missing; fail under CI, where it must be there."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"required under CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -46,13 +46,15 @@ def load_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return data
 
 
-def section(config: Mapping[str, Any], name: str, known: set[str]) -> dict[str, Any]:
+def section(config: Mapping[str, Any], name: str, known: set[str], parent: str = "") -> dict[str, Any]:
+    """``config[name]`` as a dict; unknown keys are reported, not fatal."""
+    label = f"{parent}.{name}" if parent else name
     value = config.get(name, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"config.json: '{name}' must be an object")
+        raise ConfigError(f"config.json: '{label}' must be an object")
     unknown = sorted(set(value) - known)
     if unknown:
-        logger.warning("config.json: unknown key(s) in '%s' ignored: %s", name, ", ".join(unknown))
+        logger.warning("config.json: unknown key(s) in '%s' ignored: %s", label, ", ".join(unknown))
     return dict(value)
 
 

@@ -1,0 +1,261 @@
+"""Where info objects go: ComfyUI's websocket, Redis pub/sub, RocketMQ.
+
+Channels only send. Each one sits behind its own ``BufferedSender``: a bounded
+buffer and a daemon thread, so a slow or dead channel never delays the
+monitor's tick or the other channels. When the buffer is full the oldest
+message is dropped and counted; failures are logged at most once per
+``LOG_EVERY_SECONDS`` and retried with exponential backoff (the message waits
+at the head of the buffer, so a reconnect loses nothing that still fits).
+
+Optional client libraries (redis, rocketmq) are imported only when their
+channel is enabled.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+logger = logging.getLogger("twitterchat.monitor.channel")
+
+LOG_EVERY_SECONDS = 30.0
+INITIAL_BACKOFF = 0.2
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message: the JSON text (checked once, before any channel) and its routing keys."""
+
+    payload: str
+    prompt_id: str
+    status: str
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> "Envelope":
+        payload = json.dumps(info, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return cls(payload=payload, prompt_id=str(info["id"]), status=str(info["status"]))
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, message: Envelope) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _RateLimitedLog:
+    def __init__(self, every: float = LOG_EVERY_SECONDS) -> None:
+        self.every = every
+        self._last = float("-inf")
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: Any, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" ({self.suppressed} similar messages suppressed)"
+        self._last, self.suppressed = now, 0
+        logger.log(level, message, *args, exc_info=exc_info)
+
+
+class BufferedSender:
+    """A bounded buffer and a daemon thread in front of one channel."""
+
+    def __init__(self, channel: Channel, maxsize: int = 1000) -> None:
+        self.channel = channel
+        self.maxsize = maxsize
+        self._buffer: collections.deque[Envelope] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.dropped = 0
+        self.failures = 0
+        self._drop_log = _RateLimitedLog()
+        self._fail_log = _RateLimitedLog()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> "BufferedSender":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"twitterchat-monitor-{self.channel.name}")
+            self._thread.start()
+        return self
+
+    def offer(self, message: Envelope) -> None:
+        """Never blocks: a full buffer drops its oldest message."""
+        with self._cond:
+            if len(self._buffer) >= self.maxsize:
+                self._buffer.popleft()
+                self.dropped += 1
+                self._drop_log(logging.WARNING, "monitor channel %s: buffer full, dropped %d message(s) so far",
+                               self.channel.name, self.dropped)
+            self._buffer.append(message)
+            self._cond.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.channel.close()
+        except Exception:  # closing a broken client must not break shutdown
+            logger.debug("closing monitor channel %s failed", self.channel.name, exc_info=True)
+
+    def _next(self) -> Envelope | None:
+        with self._cond:
+            while not self._buffer and not self._stop.is_set():
+                self._cond.wait(0.5)
+            return self._buffer[0] if self._buffer else None
+
+    def _run(self) -> None:
+        backoff = INITIAL_BACKOFF
+        while not self._stop.is_set():
+            message = self._next()
+            if message is None:
+                continue
+            try:
+                self.channel.send(message)
+            except Exception as exc:  # a sink must never raise into the monitor
+                self.failures += 1
+                self._fail_log(logging.WARNING, "monitor channel %s: send failed (%s: %s); retrying in %.1fs",
+                               self.channel.name, type(exc).__name__, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = INITIAL_BACKOFF
+            with self._cond:
+                if self._buffer and self._buffer[0] is message:
+                    self._buffer.popleft()
+            self.sent += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.sent, "dropped": self.dropped, "failures": self.failures,
+                "pending": self.pending}
+
+
+class PromptServerChannel:
+    """Broadcasts to every websocket client with ``PromptServer.send_sync``."""
+
+    name = "websocket"
+
+    def __init__(self, server: Any, event_name: str) -> None:
+        self.server = server
+        self.event_name = event_name
+
+    def send(self, message: Envelope) -> None:
+        # send_sync serialises later on ComfyUI's loop, where a bad value would
+        # kill its publish loop: hand it plain types rebuilt from checked JSON.
+        self.server.send_sync(self.event_name, json.loads(message.payload))
+
+    def close(self) -> None:
+        pass
+
+
+class RedisChannel:
+    """``PUBLISH`` to one channel; redis-py reconnects and retries with backoff."""
+
+    name = "redis"
+
+    def __init__(self, host: str, port: int, db: int, channel_name: str,
+                 password: str | None = None, socket_timeout: float = 5.0) -> None:
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        self.channel_name = channel_name
+        self.client = redis.Redis(
+            host=host, port=port, db=db, password=password,
+            socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            health_check_interval=30)
+
+    def send(self, message: Envelope) -> None:
+        self.client.publish(self.channel_name, message.payload)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RocketMQChannel:
+    """Sends each info as a message: keys = prompt id, tag = status.
+
+    Uses the maintained RocketMQ 5 client (``rocketmq-python-client``: gRPC to a
+    proxy endpoint, ``namesrv_addr`` holding that endpoint) and falls back to the
+    legacy ``rocketmq-client-python`` (native librocketmq, name server) when only
+    that one is installed.
+    """
+
+    name = "rocketmq"
+
+    def __init__(self, namesrv_addr: str, topic: str, group_id: str,
+                 access_key: str | None = None, secret_key: str | None = None) -> None:
+        self.namesrv_addr, self.topic, self.group_id = namesrv_addr, topic, group_id
+        self._credentials = (access_key or "", secret_key or "")
+        self._producer: Any = None
+        self.flavour = ""
+
+    def _connect(self) -> None:
+        """Runs in the sender thread on first use: connecting is network I/O."""
+        access_key, secret_key = self._credentials
+        try:
+            from rocketmq.v5.client import ClientConfiguration, Credentials
+            from rocketmq.v5.model import Message
+            from rocketmq.v5.producer import Producer
+        except ImportError:
+            self._connect_legacy(access_key, secret_key)
+            return
+        producer = Producer(ClientConfiguration(self.namesrv_addr, Credentials(access_key, secret_key)),
+                            (self.topic,))
+        producer.startup()
+        self._producer, self._message_class, self.flavour = producer, Message, "v5"
+
+    def _connect_legacy(self, access_key: str, secret_key: str) -> None:
+        try:
+            from rocketmq.client import Message, Producer
+        except ImportError as exc:
+            raise RuntimeError("RocketMQ channel enabled but no client is installed: "
+                               "pip install 'comfyui-twitterchat[rocketmq]'") from exc
+        producer = Producer(self.group_id)
+        producer.set_name_server_address(self.namesrv_addr)
+        if access_key and secret_key:
+            producer.set_session_credentials(access_key, secret_key, "")
+        producer.start()
+        self._producer, self._message_class, self.flavour = producer, Message, "legacy"
+
+    def send(self, message: Envelope) -> None:
+        if self._producer is None:
+            self._connect()
+        if self.flavour == "v5":
+            msg = self._message_class()
+            msg.topic = self.topic
+            msg.body = message.payload.encode("utf-8")
+            msg.keys = message.prompt_id
+            msg.tag = message.status
+            self._producer.send(msg)
+        else:
+            msg = self._message_class(self.topic)
+            msg.set_keys(message.prompt_id)
+            msg.set_tags(message.status)
+            msg.set_body(message.payload)
+            self._producer.send_sync(msg)
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.shutdown()

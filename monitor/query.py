@@ -1,0 +1,331 @@
+"""Plain data -> compact info objects, and the change tracking between ticks.
+
+Never imports ComfyUI: ``comfy_source.py`` reads the queue, history and
+progress registry and hands over plain values, so everything here is tested
+on the captured payloads of both ComfyUI versions.
+
+An info object (all plain JSON types)::
+
+    {"id", "type": "queue"|"history",
+     "status": "pending"|"running"|"completed"|"failed"|"cancelled",
+     "progress": 0..1, "current_node": {"id", "type"} | None,
+     "queue_time", "start_time", "end_time" (ISO 8601 UTC or None),
+     "result": "success"|"failure"|None,
+     "error_info": {"message", "type", "node_id", "node_type", "traceback": [2 frames]} | None,
+     "queue_position": 0 for running, 1.. for pending in queue-number order, None when done}
+
+It never carries the workflow, ``extra_data``, the queue item's sixth element
+or any node input.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+ERROR_MESSAGE_LIMIT = 500
+FRAME_LIMIT = 600
+TRACEBACK_FRAMES = 2
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def iso_utc(value_ms: float | None) -> str | None:
+    if value_ms is None:
+        return None
+    return datetime.fromtimestamp(value_ms / 1000.0, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """The parts of a queue item the monitor may use (never extra_data or item[5])."""
+
+    number: float
+    prompt_id: str
+    prompt: Mapping[str, Any] = field(repr=False)
+    outputs: tuple[str, ...]
+    create_time_ms: float | None = None
+
+
+def queue_entry(item: Sequence[Any]) -> QueueEntry:
+    """A ``(number, prompt_id, prompt, extra_data, outputs[, sensitive])`` item -> QueueEntry."""
+    item = getattr(item, "queue_tuple", item)  # some forks wrap the tuple in an object
+    extra = item[3] if len(item) > 3 and isinstance(item[3], Mapping) else {}
+    create_time = extra.get("create_time")
+    outputs = item[4] if len(item) > 4 and item[4] is not None else ()
+    return QueueEntry(number=item[0], prompt_id=str(item[1]),
+                      prompt=item[2] if isinstance(item[2], Mapping) else {},
+                      outputs=tuple(str(o) for o in outputs),
+                      create_time_ms=create_time if isinstance(create_time, (int, float)) else None)
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """The progress registry of the prompt being run: {node_id: (state, value, max)}."""
+
+    prompt_id: str | None
+    nodes: Mapping[str, tuple[str, float, float]]
+    node_types: Mapping[str, str] = field(default_factory=dict)  # class types of expanded nodes
+
+
+@dataclass(frozen=True)
+class HistorySummary:
+    """What the monitor keeps of a history entry (see ``summarize_history_entry``)."""
+
+    number: float | None
+    status_str: str | None
+    messages: tuple[tuple[str, Mapping[str, Any]], ...]
+
+
+def summarize_history_entry(entry: Mapping[str, Any]) -> HistorySummary:
+    """Cheap enough to run under ComfyUI's queue lock: no deep copy, no formatting."""
+    prompt = entry.get("prompt") or ()
+    status = entry.get("status") or {}
+    messages = tuple((m[0], m[1]) for m in (status.get("messages") or ()) if len(m) >= 2)
+    return HistorySummary(number=prompt[0] if len(prompt) > 0 else None,
+                          status_str=status.get("status_str"), messages=messages)
+
+
+def nodes_to_run(prompt: Mapping[str, Any], outputs: Iterable[str]) -> frozenset[str]:
+    """Every node the outputs depend on (the outputs included)."""
+    seen: set[str] = set()
+    stack = [o for o in outputs if o in prompt]
+    while stack:
+        node_id = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        inputs = prompt.get(node_id, {}).get("inputs", {}) if isinstance(prompt.get(node_id), Mapping) else {}
+        for value in inputs.values() if isinstance(inputs, Mapping) else ():
+            if isinstance(value, (list, tuple)) and len(value) == 2 and str(value[0]) in prompt:
+                stack.append(str(value[0]))
+    return frozenset(seen or prompt.keys())
+
+
+def running_progress(to_run: frozenset[str], snapshot: ProgressSnapshot | None
+                     ) -> tuple[float, str | None]:
+    """(finished nodes + the current node's fraction) / nodes to run, and the current node id."""
+    if snapshot is None or not to_run:
+        return 0.0, None
+    finished = 0
+    fraction = 0.0
+    current = None
+    for node_id, (state, value, maximum) in snapshot.nodes.items():
+        if node_id not in to_run:
+            continue
+        if state in ("finished", "error"):
+            finished += 1
+        elif state == "running":
+            current = node_id
+            if maximum and maximum > 0:
+                fraction = max(0.0, min(1.0, value / maximum))
+    return min(1.0, (finished + fraction) / len(to_run)), current
+
+
+def error_info_from(data: Mapping[str, Any]) -> dict[str, Any]:
+    message = str(data.get("exception_message") or "").strip()
+    # ComfyUI appends tips (out-of-memory advice) after a blank line: keep the error itself.
+    message = _clip(message.split("\n\n", 1)[0].strip() or "unknown error", ERROR_MESSAGE_LIMIT)
+    frames = [str(f).strip() for f in (data.get("traceback") or ())][-TRACEBACK_FRAMES:]
+    return {"message": message, "type": data.get("exception_type"),
+            "node_id": None if data.get("node_id") is None else str(data.get("node_id")),
+            "node_type": data.get("node_type"),
+            "traceback": [_clip(f, FRAME_LIMIT) for f in frames]}
+
+
+def outcome(summary: HistorySummary) -> tuple[str, dict[str, Any] | None, float | None, float | None]:
+    """(status, error_info, start_ms, end_ms) of a finished prompt, from its messages first."""
+    start = end = None
+    error = interrupted = None
+    succeeded = False
+    for event, data in summary.messages:
+        stamp = data.get("timestamp") if isinstance(data, Mapping) else None
+        if event == "execution_start":
+            start = stamp
+        elif event == "execution_error":
+            error, end = data, stamp
+        elif event == "execution_interrupted":
+            interrupted, end = data, stamp
+        elif event == "execution_success":
+            succeeded, end = True, stamp
+    if error is not None:
+        return "failed", error_info_from(error), start, end
+    if interrupted is not None:
+        return "cancelled", None, start, end
+    if succeeded or summary.status_str == "success":
+        return "completed", None, start, end
+    if summary.status_str == "error":
+        return "failed", {"message": "prompt failed without an error message", "type": None,
+                          "node_id": None, "node_type": None, "traceback": []}, start, end
+    return "completed", None, start, end
+
+
+def make_info(prompt_id: str, kind: str, status: str, *, progress: float = 0.0,
+              current_node: dict[str, Any] | None = None, queue_time: float | None = None,
+              start_ms: float | None = None, end_ms: float | None = None,
+              error_info: dict[str, Any] | None = None, queue_position: int | None = None
+              ) -> dict[str, Any]:
+    result = None
+    if status == "completed":
+        result = "success"
+    elif status in ("failed", "cancelled"):
+        result = "failure"
+    return {"id": prompt_id, "type": kind, "status": status, "progress": round(progress, 4),
+            "current_node": current_node, "queue_time": iso_utc(queue_time),
+            "start_time": iso_utc(start_ms), "end_time": iso_utc(end_ms), "result": result,
+            "error_info": error_info, "queue_position": queue_position}
+
+
+def history_info(prompt_id: str, summary: HistorySummary, *, last_progress: float = 0.0,
+                 queue_time: float | None = None, first_seen_ms: float | None = None) -> dict[str, Any]:
+    status, error, start, end = outcome(summary)
+    progress = 1.0 if status == "completed" else last_progress
+    return make_info(prompt_id, "history", status, progress=progress, queue_time=queue_time,
+                     start_ms=start if start is not None else first_seen_ms, end_ms=end,
+                     error_info=error)
+
+
+@dataclass
+class _Active:
+    number: float
+    queue_time: float | None
+    to_run: frozenset[str]
+    prompt: Mapping[str, Any] = field(repr=False)
+    first_running_ms: float | None = None
+    progress: float = 0.0
+
+
+class PromptTracker:
+    """Remembers what was published, so a tick emits only what changed.
+
+    An info goes out when its status, current node or queue position changes,
+    or its progress moves by at least ``progress_step`` (or reaches 1.0).
+    Finished prompts are remembered (bounded) so history is processed once.
+    """
+
+    def __init__(self, progress_step: float = 0.05, remember_finished: int = 20000) -> None:
+        self.progress_step = progress_step
+        self.remember_finished = remember_finished
+        self._active: dict[str, _Active] = {}
+        self._published: dict[str, tuple[str, str | None, float, int | None]] = {}
+        self._last_info: dict[str, dict[str, Any]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def active_ids(self) -> set[str]:
+        return set(self._active)
+
+    def is_finished(self, prompt_id: str) -> bool:
+        return prompt_id in self._finished
+
+    def _changed(self, info: dict[str, Any]) -> bool:
+        node = info["current_node"]["id"] if info["current_node"] else None
+        signature = (info["status"], node, info["progress"], info["queue_position"])
+        previous = self._published.get(info["id"])
+        if previous is not None:
+            same_state = previous[0] == signature[0] and previous[1] == node \
+                and previous[3] == signature[3]
+            small_step = abs(previous[2] - signature[2]) < self.progress_step and signature[2] < 1.0
+            if same_state and small_step:
+                return False
+        self._published[info["id"]] = signature
+        self._last_info[info["id"]] = info
+        return True
+
+    def observe_queue(self, running: Sequence[QueueEntry], pending: Sequence[QueueEntry],
+                      snapshot: ProgressSnapshot | None, now_ms: float
+                      ) -> tuple[list[dict[str, Any]], list[str], int]:
+        """Infos that changed, ids that left the queue since the last tick, and how many ids are new."""
+        infos: list[dict[str, Any]] = []
+        present: set[str] = set()
+        new_ids = 0
+        for entry in running:
+            new_ids += self._is_new(entry.prompt_id)
+            active = self._track(entry)
+            if active is None:
+                continue
+            present.add(entry.prompt_id)
+            if active.first_running_ms is None:
+                active.first_running_ms = now_ms
+            own = snapshot if snapshot is not None and snapshot.prompt_id == entry.prompt_id else None
+            progress, node_id = running_progress(active.to_run, own)
+            active.progress = max(active.progress, progress)
+            current = None
+            if node_id is not None:
+                node = active.prompt.get(node_id)
+                node_type = node.get("class_type") if isinstance(node, Mapping) else None
+                current = {"id": node_id, "type": node_type or (own.node_types.get(node_id) if own else None)}
+            info = make_info(entry.prompt_id, "queue", "running", progress=active.progress,
+                             current_node=current, queue_time=active.queue_time,
+                             start_ms=active.first_running_ms, queue_position=0)
+            if self._changed(info):
+                infos.append(info)
+        for position, entry in enumerate(sorted(pending, key=lambda e: e.number), start=1):
+            new_ids += self._is_new(entry.prompt_id)
+            active = self._track(entry)
+            if active is None:
+                continue
+            present.add(entry.prompt_id)
+            info = make_info(entry.prompt_id, "queue", "pending", queue_time=active.queue_time,
+                             queue_position=position)
+            if self._changed(info):
+                infos.append(info)
+        vanished = [pid for pid in self._active if pid not in present]
+        return infos, vanished, new_ids
+
+    def _is_new(self, prompt_id: str) -> bool:
+        return prompt_id not in self._active and prompt_id not in self._finished
+
+    def _track(self, entry: QueueEntry) -> _Active | None:
+        if entry.prompt_id in self._finished:
+            return None
+        active = self._active.get(entry.prompt_id)
+        if active is None:
+            active = _Active(number=entry.number, queue_time=entry.create_time_ms,
+                             to_run=nodes_to_run(entry.prompt, entry.outputs), prompt=entry.prompt)
+            self._active[entry.prompt_id] = active
+        return active
+
+    def finish(self, prompt_id: str, summary: HistorySummary | None, now_ms: float) -> dict[str, Any] | None:
+        """The final info of a prompt that left the queue (``summary`` None: deleted unrun)."""
+        if prompt_id in self._finished:
+            return None
+        active = self._active.pop(prompt_id, None)
+        if summary is None:
+            # A pending prompt removed from the queue leaves no history entry.
+            info = make_info(prompt_id, "queue", "cancelled", queue_time=active.queue_time if active else None,
+                             end_ms=now_ms, progress=active.progress if active else 0.0)
+        else:
+            info = history_info(prompt_id, summary,
+                                last_progress=active.progress if active else 0.0,
+                                queue_time=active.queue_time if active else None,
+                                first_seen_ms=active.first_running_ms if active else None)
+        self._remember_finished(prompt_id)
+        return info
+
+    def observe_history(self, summaries: Mapping[str, HistorySummary], now_ms: float) -> list[dict[str, Any]]:
+        """Final infos for finished prompts not seen before (e.g. queued and done between ticks)."""
+        infos = []
+        for prompt_id, summary in summaries.items():
+            if prompt_id in self._finished:
+                continue
+            info = self.finish(prompt_id, summary, now_ms)
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    def _remember_finished(self, prompt_id: str) -> None:
+        self._published.pop(prompt_id, None)
+        self._last_info.pop(prompt_id, None)
+        self._finished[prompt_id] = None
+        while len(self._finished) > self.remember_finished:
+            self._finished.popitem(last=False)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The last published info of every prompt still queued or running (for full snapshots)."""
+        return [dict(info) for info in self._last_info.values()]

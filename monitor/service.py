@@ -1,0 +1,188 @@
+"""The monitor's daemon thread and its hook into ComfyUI's start-up.
+
+Shaped like redis-py's pub/sub worker thread: a factory validates settings
+before anything starts, one daemon thread waits on a stop ``Event`` with a
+timeout (the tick), cleanup runs after the loop, and ``start`` is idempotent.
+Nothing starts at import time: ``register`` appends a coroutine to
+``PromptServer.instance.app.on_startup``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from .channel import BufferedSender, Envelope, PromptServerChannel, RedisChannel, RocketMQChannel
+from .config import MonitorSettings, load_monitor_settings
+from .query import PromptTracker
+
+logger = logging.getLogger("twitterchat.monitor")
+
+
+class PromptMonitor:
+    """Each tick: read the queue and progress, finish what left the queue, publish changes."""
+
+    def __init__(self, settings: MonitorSettings, source: Any, senders: list[BufferedSender],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.source = source
+        self.senders = senders
+        self.clock = clock
+        self.tracker = PromptTracker(progress_step=settings.progress_step)
+        self.ticks = 0
+        self.published = 0
+        self.tick_errors = 0
+        self._last_counter: int | None = None
+        self._last_snapshot = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- one tick ----------------------------------------------------------
+    def tick(self) -> list[dict[str, Any]]:
+        now_ms = self.clock() * 1000.0
+        running, pending = self.source.read_queue()
+        progress = self.source.read_progress() if running else None
+        infos, vanished, new_ids = self.tracker.observe_queue(running, pending, progress, now_ms)
+        for prompt_id in vanished:
+            final = self.tracker.finish(prompt_id, self.source.history_summary(prompt_id), now_ms)
+            if final is not None:
+                infos.append(final)
+        counter = self.source.queued_counter()
+        # History is read in full only when prompts were numbered that the queue
+        # never showed us (queued and finished between two ticks), or at start.
+        if counter is None or self._last_counter is None or counter - self._last_counter > new_ids:
+            recent = self.source.recent_history(self.settings.history_max_items)
+            infos.extend(self.tracker.observe_history(recent, now_ms))
+        self._last_counter = counter
+        interval = self.settings.snapshot_interval_seconds
+        if interval > 0 and now_ms / 1000.0 - self._last_snapshot >= interval:
+            self._last_snapshot = now_ms / 1000.0
+            changed = {info["id"] for info in infos}
+            infos.extend(info for info in self.tracker.snapshot() if info["id"] not in changed)
+        self.publish(infos)
+        self.ticks += 1
+        return infos
+
+    def publish(self, infos: list[dict[str, Any]]) -> None:
+        for info in infos:
+            try:
+                message = Envelope.of(info)
+            except (TypeError, ValueError) as exc:  # never hand ComfyUI a value it cannot serialise
+                logger.error("monitor: info for prompt %s is not JSON (%s); not sent", info.get("id"), exc)
+                continue
+            for sender in self.senders:
+                sender.offer(message)
+            self.published += 1
+
+    # -- thread ------------------------------------------------------------
+    def start(self) -> "PromptMonitor":
+        with self._lock:
+            if self._thread is not None:
+                return self
+            for sender in self.senders:
+                sender.start()
+            self._thread = threading.Thread(target=self._run, daemon=True, name="twitterchat-monitor")
+            self._thread.start()
+        logger.info("prompt monitor started: every %.2fs to %s", self.settings.frequency_seconds,
+                    ", ".join(s.channel.name for s in self.senders) or "no channel")
+        return self
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.wait(self.settings.frequency_seconds):
+            try:
+                self.tick()
+                failures = 0
+            except Exception:  # the monitor must never take ComfyUI down
+                self.tick_errors += 1
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    logger.exception("monitor tick failed (%d in a row); the monitor keeps going", failures)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        for sender in self.senders:
+            sender.stop(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {"ticks": self.ticks, "published": self.published, "tick_errors": self.tick_errors,
+                "channels": {s.channel.name: s.stats() for s in self.senders}}
+
+
+def build_senders(settings: MonitorSettings, server: Any) -> list[BufferedSender]:
+    senders = []
+    if settings.prompt_server.enabled:
+        senders.append(PromptServerChannel(server, settings.prompt_server.event_name))
+    if settings.redis.enabled:
+        r = settings.redis
+        try:
+            senders.append(RedisChannel(r.host, r.port, r.db, r.channel_name, password=r.password))
+        except ImportError:
+            logger.error("monitor channel 'redis' disabled: the redis package is not installed")
+    if settings.rocketmq.enabled:
+        q = settings.rocketmq
+        senders.append(RocketMQChannel(q.namesrv_addr, q.topic, q.group_id, q.access_key, q.secret_key))
+    return [BufferedSender(channel, settings.buffer_size) for channel in senders]
+
+
+_monitor: PromptMonitor | None = None
+_monitor_lock = threading.Lock()
+
+
+def start_monitor(server: Any, settings: MonitorSettings | None = None) -> PromptMonitor | None:
+    """Start the process-wide monitor once; ``None`` when it is disabled."""
+    global _monitor
+    with _monitor_lock:
+        if _monitor is not None:
+            return _monitor
+        settings = settings or load_monitor_settings()
+        if not settings.enabled:
+            logger.info("prompt monitor disabled by configuration")
+            return None
+        from .comfy_source import ComfySource
+
+        _monitor = PromptMonitor(settings, ComfySource(server), build_senders(settings, server)).start()
+        atexit.register(stop_monitor)
+        return _monitor
+
+
+def stop_monitor() -> None:
+    global _monitor
+    with _monitor_lock:
+        monitor, _monitor = _monitor, None
+    if monitor is not None:
+        monitor.stop()
+        logger.info("prompt monitor stopped: %s", monitor.stats())
+
+
+def register(server: Any) -> None:
+    """Hook the monitor into ComfyUI's app start-up and shutdown signals."""
+
+    async def on_startup(app: Any) -> None:
+        try:
+            start_monitor(server)
+        except Exception:
+            logger.exception("prompt monitor failed to start; ComfyUI continues without it")
+
+    async def on_shutdown(app: Any) -> None:
+        stop_monitor()
+
+    server.app.on_startup.append(on_startup)
+    server.app.on_shutdown.append(on_shutdown)
+
+    from aiohttp import web
+
+    @server.routes.get("/twitterchat/monitor/stats")
+    async def monitor_stats(request: Any) -> Any:
+        """Counters for operators: ticks, published infos, per-channel sent/dropped/failures."""
+        monitor = _monitor
+        if monitor is None:
+            return web.json_response({"running": False})
+        return web.json_response({"running": True, **monitor.stats()})

@@ -1,0 +1,208 @@
+"""Monitor settings, buffered channels and the tick, without ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from comfyui_twitterchat.monitor import channel as ch
+from comfyui_twitterchat.monitor.config import load_monitor_settings
+from comfyui_twitterchat.monitor.query import QueueEntry, summarize_history_entry
+from comfyui_twitterchat.monitor.service import PromptMonitor
+from pack_paths import PACK_ROOT
+
+CONFIG = json.loads((PACK_ROOT / "config.json").read_text())
+
+
+# -- settings ----------------------------------------------------------------
+
+def test_defaults_come_from_config_json():
+    settings = load_monitor_settings(CONFIG, env={})
+    assert settings.enabled and settings.prompt_server.enabled
+    assert settings.prompt_server.event_name == "twitterchat.monitor"
+    assert not settings.redis.enabled and not settings.rocketmq.enabled
+    assert settings.frequency_seconds == CONFIG["monitor"]["frequency_seconds"]
+
+
+def test_environment_wins_and_password_comes_from_it():
+    env = {"KY_MONITOR_FREQUENCY_SECONDS": "0.25", "KY_MONITOR_HISTORY_MAX_ITEMS": "7",
+           "KY_MONITOR_REDIS_ENABLED": "true", "KY_MONITOR_REDIS_PORT": "6390",
+           "KY_MONITOR_REDIS_PASSWORD": "s3cret-pass", "KY_MONITOR_REDIS_CHANNEL_NAME": "ops",
+           "KY_MONITOR_PROMPT_SERVER_EVENT_NAME": "ops.monitor", "KY_MONITOR_ROCKETMQ_ENABLED": "1",
+           "KY_MONITOR_ROCKETMQ_TOPIC": "t1"}
+    s = load_monitor_settings(CONFIG, env=env)
+    assert (s.frequency_seconds, s.history_max_items) == (0.25, 7)
+    assert (s.redis.enabled, s.redis.port, s.redis.password, s.redis.channel_name) == (True, 6390, "s3cret-pass", "ops")
+    assert s.prompt_server.event_name == "ops.monitor"
+    assert s.rocketmq.enabled and s.rocketmq.topic == "t1"
+    assert "s3cret-pass" not in repr(s)
+
+
+def test_bad_channel_value_disables_that_channel_only(caplog):
+    with caplog.at_level(logging.ERROR, logger="twitterchat.monitor.config"):
+        s = load_monitor_settings(CONFIG, env={"KY_MONITOR_REDIS_ENABLED": "true",
+                                               "KY_MONITOR_REDIS_PORT": "not-a-port"})
+    assert s.enabled and s.prompt_server.enabled and not s.redis.enabled
+    assert len(caplog.records) == 1 and "KY_MONITOR_REDIS_PORT" in caplog.text
+
+
+def test_bad_monitor_value_disables_the_monitor(caplog):
+    with caplog.at_level(logging.ERROR, logger="twitterchat.monitor.config"):
+        s = load_monitor_settings(CONFIG, env={"KY_MONITOR_FREQUENCY_SECONDS": "-1"})
+    assert not s.enabled
+    assert "KY_MONITOR_FREQUENCY_SECONDS" in caplog.text and "monitor disabled" in caplog.text
+    assert not load_monitor_settings(CONFIG, env={"KY_MONITOR_ENABLED": "false"}).enabled
+
+
+def test_password_in_config_json_is_refused(caplog):
+    config = json.loads(json.dumps(CONFIG))
+    config["monitor"]["redis"]["password"] = "in-the-repo"
+    s = load_monitor_settings(config, env={"KY_MONITOR_REDIS_ENABLED": "true"})
+    assert not s.redis.enabled
+    assert "KY_MONITOR_REDIS_PASSWORD" in caplog.text
+
+
+# -- buffered channels --------------------------------------------------------
+
+class Recording:
+    def __init__(self, name="rec", fail_first=0, block: threading.Event | None = None):
+        self.name, self.fail_first, self.block = name, fail_first, block
+        self.got: list[str] = []
+        self.calls = 0
+
+    def send(self, message):
+        self.calls += 1
+        if self.block is not None:
+            self.block.wait()
+        if self.calls <= self.fail_first:
+            raise ConnectionError("down")
+        self.got.append(message.prompt_id)
+
+    def close(self):
+        pass
+
+
+def envelope(i):
+    return ch.Envelope.of({"id": f"p{i}", "status": "running"})
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_blocked_channel_delays_nothing_and_counts_drops(monkeypatch):
+    release = threading.Event()
+    stuck, healthy = Recording("stuck", block=release), Recording("healthy")
+    senders = [ch.BufferedSender(stuck, maxsize=3).start(), ch.BufferedSender(healthy, maxsize=3).start()]
+    started = time.monotonic()
+    for i in range(50):
+        for sender in senders:
+            sender.offer(envelope(i))
+        time.sleep(0.002)
+    assert time.monotonic() - started < 2.0  # offer never waits for a channel
+    assert wait_until(lambda: len(healthy.got) >= 47)
+    assert senders[0].dropped >= 46 and senders[0].pending == 3
+    release.set()
+    assert wait_until(lambda: len(stuck.got) >= 3)
+    assert stuck.got[-1] == "p49"  # the newest survived, the oldest were dropped
+    for sender in senders:
+        sender.stop()
+
+
+def test_failing_channel_retries_with_backoff_and_loses_nothing(monkeypatch):
+    monkeypatch.setattr(ch, "INITIAL_BACKOFF", 0.01)
+    flaky = Recording(fail_first=4)
+    sender = ch.BufferedSender(flaky, maxsize=100).start()
+    for i in range(5):
+        sender.offer(envelope(i))
+    assert wait_until(lambda: len(flaky.got) == 5)
+    assert flaky.got == [f"p{i}" for i in range(5)]
+    assert sender.failures == 4 and sender.dropped == 0
+    sender.stop()
+
+
+def test_envelope_refuses_values_that_are_not_json():
+    with pytest.raises(TypeError):
+        ch.Envelope.of({"id": "x", "status": "running", "bad": object()})
+    with pytest.raises(ValueError):
+        ch.Envelope.of({"id": "x", "status": "running", "progress": float("nan")})
+
+
+def test_prompt_server_channel_hands_over_plain_types():
+    sent = []
+
+    class Server:
+        def send_sync(self, event, data, sid=None):
+            sent.append((event, data, sid))
+
+    ch.PromptServerChannel(Server(), "twitterchat.monitor").send(envelope(1))
+    assert sent == [("twitterchat.monitor", {"id": "p1", "status": "running"}, None)]
+
+
+# -- the tick -----------------------------------------------------------------
+
+class FakeSource:
+    """Queue/history in the shapes ComfySource returns, with call counts."""
+
+    def __init__(self):
+        self.running, self.pending, self.history = [], [], {}
+        self.counter = 0
+        self.recent_calls = 0
+
+    def read_queue(self):
+        return list(self.running), list(self.pending)
+
+    def read_progress(self):
+        return None
+
+    def history_summary(self, prompt_id):
+        return self.history.get(prompt_id)
+
+    def recent_history(self, max_items):
+        self.recent_calls += 1
+        return dict(list(self.history.items())[-max_items:])
+
+    def queued_counter(self):
+        return self.counter
+
+
+def finished(number):
+    return summarize_history_entry({"prompt": (number, f"p{number}", {}, {}, []),
+                                    "status": {"status_str": "success", "completed": True,
+                                               "messages": [("execution_start", {"timestamp": 1000}),
+                                                            ("execution_success", {"timestamp": 2000})]}})
+
+
+def test_idle_ticks_never_read_history_and_missed_prompts_are_caught():
+    source = FakeSource()
+    settings = load_monitor_settings(CONFIG, env={})
+    published = []
+    monitor = PromptMonitor(settings, source, [])
+    monitor.publish = published.extend
+    monitor.tick()
+    assert source.recent_calls == 1  # the start-up read
+    for _ in range(20):
+        monitor.tick()
+    assert source.recent_calls == 1  # idle: no history walk at all
+    source.pending = [QueueEntry(0, "p0", {}, ())]
+    source.counter = 1
+    monitor.tick()
+    assert source.recent_calls == 1 and published[-1]["status"] == "pending"
+    source.pending = []
+    source.history["p0"] = finished(0)
+    monitor.tick()  # p0 left the queue: one history look-up by id, still no walk
+    assert source.recent_calls == 1 and published[-1]["status"] == "completed"
+    source.history["p1"] = finished(1)  # queued and done between two ticks
+    source.counter = 2
+    monitor.tick()
+    assert source.recent_calls == 2 and published[-1]["id"] == "p1"
+    assert [i["id"] for i in published].count("p0") == 2  # pending, completed: never repeated
