@@ -80,6 +80,7 @@ class BufferedSender:
         self.sent = 0
         self.dropped = 0
         self.failures = 0
+        self.cpu_seconds = 0.0
         self._drop_log = _RateLimitedLog()
         self._fail_log = _RateLimitedLog()
 
@@ -128,24 +129,27 @@ class BufferedSender:
             message = self._next()
             if message is None:
                 continue
+            started = time.thread_time()
             try:
                 self.channel.send(message)
             except Exception as exc:  # a sink must never raise into the monitor
                 self.failures += 1
                 self._fail_log(logging.WARNING, "monitor channel %s: send failed (%s: %s); retrying in %.1fs",
                                self.channel.name, type(exc).__name__, exc, backoff)
+                self.cpu_seconds += time.thread_time() - started
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
+            self.cpu_seconds += time.thread_time() - started
             backoff = INITIAL_BACKOFF
             with self._cond:
                 if self._buffer and self._buffer[0] is message:
                     self._buffer.popleft()
             self.sent += 1
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {"sent": self.sent, "dropped": self.dropped, "failures": self.failures,
-                "pending": self.pending}
+                "pending": self.pending, "cpu_seconds": round(self.cpu_seconds, 6)}
 
 
 class PromptServerChannel:

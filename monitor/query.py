@@ -223,19 +223,20 @@ class PromptTracker:
     def is_finished(self, prompt_id: str) -> bool:
         return prompt_id in self._finished
 
-    def _changed(self, info: dict[str, Any]) -> bool:
-        node = info["current_node"]["id"] if info["current_node"] else None
-        signature = (info["status"], node, info["progress"], info["queue_position"])
-        previous = self._published.get(info["id"])
-        if previous is not None:
-            same_state = previous[0] == signature[0] and previous[1] == node \
-                and previous[3] == signature[3]
-            small_step = abs(previous[2] - signature[2]) < self.progress_step and signature[2] < 1.0
-            if same_state and small_step:
+    def _should_publish(self, prompt_id: str, status: str, node_id: str | None, progress: float,
+                        position: int | None) -> bool:
+        """Compare with what was last published; cheap, so idle ticks build no info at all."""
+        previous = self._published.get(prompt_id)
+        if previous is not None and previous[0] == status and previous[1] == node_id \
+                and previous[3] == position:
+            if abs(previous[2] - progress) < self.progress_step and progress < 1.0:
                 return False
-        self._published[info["id"]] = signature
-        self._last_info[info["id"]] = info
+        self._published[prompt_id] = (status, node_id, progress, position)
         return True
+
+    def _record(self, info: dict[str, Any]) -> dict[str, Any]:
+        self._last_info[info["id"]] = info
+        return info
 
     def observe_queue(self, running: Sequence[QueueEntry], pending: Sequence[QueueEntry],
                       snapshot: ProgressSnapshot | None, now_ms: float
@@ -255,26 +256,25 @@ class PromptTracker:
             own = snapshot if snapshot is not None and snapshot.prompt_id == entry.prompt_id else None
             progress, node_id = running_progress(active.to_run, own)
             active.progress = max(active.progress, progress)
+            if not self._should_publish(entry.prompt_id, "running", node_id, round(active.progress, 4), 0):
+                continue
             current = None
             if node_id is not None:
                 node = active.prompt.get(node_id)
                 node_type = node.get("class_type") if isinstance(node, Mapping) else None
                 current = {"id": node_id, "type": node_type or (own.node_types.get(node_id) if own else None)}
-            info = make_info(entry.prompt_id, "queue", "running", progress=active.progress,
-                             current_node=current, queue_time=active.queue_time,
-                             start_ms=active.first_running_ms, queue_position=0)
-            if self._changed(info):
-                infos.append(info)
+            infos.append(self._record(make_info(
+                entry.prompt_id, "queue", "running", progress=active.progress, current_node=current,
+                queue_time=active.queue_time, start_ms=active.first_running_ms, queue_position=0)))
         for position, entry in enumerate(sorted(pending, key=lambda e: e.number), start=1):
             new_ids += self._is_new(entry.prompt_id)
             active = self._track(entry)
             if active is None:
                 continue
             present.add(entry.prompt_id)
-            info = make_info(entry.prompt_id, "queue", "pending", queue_time=active.queue_time,
-                             queue_position=position)
-            if self._changed(info):
-                infos.append(info)
+            if self._should_publish(entry.prompt_id, "pending", None, 0.0, position):
+                infos.append(self._record(make_info(entry.prompt_id, "queue", "pending",
+                                                    queue_time=active.queue_time, queue_position=position)))
         vanished = [pid for pid in self._active if pid not in present]
         return infos, vanished, new_ids
 

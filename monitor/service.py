@@ -21,6 +21,9 @@ from .query import PromptTracker
 
 logger = logging.getLogger("twitterchat.monitor")
 
+RECHECK_SECONDS = 10.0
+MAX_HISTORY_READ = 10_000  # ComfyUI keeps at most this many history entries
+
 
 class PromptMonitor:
     """Each tick: read the queue and progress, finish what left the queue, publish changes."""
@@ -35,7 +38,9 @@ class PromptMonitor:
         self.ticks = 0
         self.published = 0
         self.tick_errors = 0
+        self.cpu_seconds = 0.0  # CPU time this monitor's thread spent in ticks
         self._last_counter: int | None = None
+        self._recheck_until = 0.0
         self._last_snapshot = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,13 +56,9 @@ class PromptMonitor:
             final = self.tracker.finish(prompt_id, self.source.history_summary(prompt_id), now_ms)
             if final is not None:
                 infos.append(final)
-        counter = self.source.queued_counter()
-        # History is read in full only when prompts were numbered that the queue
-        # never showed us (queued and finished between two ticks), or at start.
-        if counter is None or self._last_counter is None or counter - self._last_counter > new_ids:
-            recent = self.source.recent_history(self.settings.history_max_items)
-            infos.extend(self.tracker.observe_history(recent, now_ms))
-        self._last_counter = counter
+        to_read = self._history_to_read(new_ids, now_ms / 1000.0)
+        if to_read:
+            infos.extend(self.tracker.observe_history(self.source.recent_history(to_read), now_ms))
         interval = self.settings.snapshot_interval_seconds
         if interval > 0 and now_ms / 1000.0 - self._last_snapshot >= interval:
             self._last_snapshot = now_ms / 1000.0
@@ -66,6 +67,30 @@ class PromptMonitor:
         self.publish(infos)
         self.ticks += 1
         return infos
+
+    def _history_to_read(self, new_ids: int, now: float) -> int:
+        """How many of the newest history entries to read this tick (0: none).
+
+        This is the only read whose cost grows with the history. ComfyUI numbers
+        a prompt (``PromptServer.number``) before validating it and putting it
+        in the queue, so when the counter moves further than the ids the queue
+        showed, a prompt may have run between two ticks, or may still be on its
+        way into the queue: history is then re-read for ``RECHECK_SECONDS``, at
+        least as many entries as prompts were numbered since the last tick (a
+        tick can be late when the server is busy). An idle server never reads
+        it. Without a counter (another ComfyUI build) it is read every tick.
+        """
+        counter = self.source.queued_counter()
+        previous, self._last_counter = self._last_counter, counter
+        wanted = self.settings.history_max_items
+        if counter is None or previous is None:
+            return wanted
+        numbered = counter - previous
+        if numbered > new_ids:
+            self._recheck_until = now + RECHECK_SECONDS
+        if now > self._recheck_until:
+            return 0
+        return max(wanted, min(numbered, MAX_HISTORY_READ))
 
     def publish(self, infos: list[dict[str, Any]]) -> None:
         for info in infos:
@@ -77,6 +102,7 @@ class PromptMonitor:
             for sender in self.senders:
                 sender.offer(message)
             self.published += 1
+            logger.debug("published %s %s", message.prompt_id, message.status)
 
     # -- thread ------------------------------------------------------------
     def start(self) -> "PromptMonitor":
@@ -94,6 +120,7 @@ class PromptMonitor:
     def _run(self) -> None:
         failures = 0
         while not self._stop.wait(self.settings.frequency_seconds):
+            started = time.thread_time()
             try:
                 self.tick()
                 failures = 0
@@ -102,6 +129,8 @@ class PromptMonitor:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
                     logger.exception("monitor tick failed (%d in a row); the monitor keeps going", failures)
+            finally:
+                self.cpu_seconds += time.thread_time() - started
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -113,6 +142,7 @@ class PromptMonitor:
 
     def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "published": self.published, "tick_errors": self.tick_errors,
+                "cpu_seconds": round(self.cpu_seconds, 6),
                 "channels": {s.channel.name: s.stats() for s in self.senders}}
 
 
@@ -185,4 +215,5 @@ def register(server: Any) -> None:
         monitor = _monitor
         if monitor is None:
             return web.json_response({"running": False})
-        return web.json_response({"running": True, **monitor.stats()})
+        event = monitor.settings.prompt_server.event_name if monitor.settings.prompt_server.enabled else None
+        return web.json_response({"running": True, "event_name": event, **monitor.stats()})

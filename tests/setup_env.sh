@@ -35,7 +35,7 @@ stamp="$TC_VENV/.twitterchat-deps"
 want="$(cat "$TC_ROOT/pyproject.toml" "$TC_ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing the pack and its test dependencies"
-  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check -e "$TC_ROOT[test]"
+  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check -e "$TC_ROOT[test,rocketmq]"
   echo "$want" > "$stamp"
 fi
 

@@ -46,7 +46,7 @@ def monitored_comfyui(comfyui_server_factory, redis_for_monitor):
            "KY_MONITOR_PROMPT_SERVER_ENABLED": "true", "KY_MONITOR_PROMPT_SERVER_EVENT_NAME": EVENT,
            "KY_MONITOR_REDIS_ENABLED": "true", "KY_MONITOR_REDIS_HOST": "127.0.0.1",
            "KY_MONITOR_REDIS_PORT": str(redis_for_monitor.port), "KY_MONITOR_REDIS_DB": "0",
-           "KY_MONITOR_REDIS_CHANNEL_NAME": CHANNEL, "KY_MONITOR_BUFFER_SIZE": "64"}
+           "KY_MONITOR_REDIS_CHANNEL_NAME": CHANNEL, "KY_MONITOR_BUFFER_SIZE": "64", "TWITTERCHAT_LOG_LEVEL": "DEBUG"}
     return comfyui_server_factory(env=env)
 
 
@@ -121,7 +121,10 @@ def test_redis_outage_delays_nothing_and_the_monitor_recovers(monitored_comfyui,
     try:
         during = [server.queue_prompt(probe_prompt("slow", 0.02)) for _ in range(80)]
         # every prompt still runs and reaches the websocket while Redis is down
-        assert wait_for(lambda: all(final_info(ws, p) for p in during), 90), ws.messages
+        missing = lambda: [p for p in during if not final_info(ws, p)]
+        assert wait_for(lambda: not missing(), 90), (
+            [(p, ws.infos(p), server.get_json(f"/history/{p}").get(p, {}).get("status", {}).get("status_str"))
+             for p in missing()], server.get_json("/twitterchat/monitor/stats"))
         for prompt_id in during:
             assert server.wait_for_history(prompt_id, 30)["status"]["status_str"] == "success"
 

@@ -206,3 +206,39 @@ def test_idle_ticks_never_read_history_and_missed_prompts_are_caught():
     monitor.tick()
     assert source.recent_calls == 2 and published[-1]["id"] == "p1"
     assert [i["id"] for i in published].count("p0") == 2  # pending, completed: never repeated
+
+
+def test_prompt_numbered_before_it_reaches_the_queue_is_not_missed():
+    """ComfyUI bumps PromptServer.number before validating and queueing a prompt."""
+    source = FakeSource()
+    now = [1000.0]
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
+    published = []
+    monitor.publish = published.extend
+    monitor.tick()
+    source.counter = 1  # numbered, still being validated: not in the queue yet
+    now[0] += 1
+    monitor.tick()
+    source.history["p0"] = finished(0)  # then queued, run and finished between two ticks
+    now[0] += 1
+    monitor.tick()
+    assert [(i["id"], i["status"]) for i in published] == [("p0", "completed")]
+    calls = source.recent_calls
+    now[0] += 60  # long after: an idle server stops re-reading history
+    for _ in range(5):
+        monitor.tick()
+    assert source.recent_calls == calls  # no history read once the window has passed
+
+
+def test_a_late_tick_reads_as_many_entries_as_prompts_were_numbered():
+    source = FakeSource()
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={"KY_MONITOR_HISTORY_MAX_ITEMS": "4"}),
+                            source, [])
+    published = []
+    monitor.publish = published.extend
+    monitor.tick()
+    for number in range(30):  # 30 prompts ran while the monitor thread was starved
+        source.history[f"p{number}"] = finished(number)
+    source.counter = 30
+    monitor.tick()
+    assert sorted(i["id"] for i in published) == sorted(f"p{n}" for n in range(30))
