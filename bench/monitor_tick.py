@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "harness"))  # the benchmark reuses the test harness
 
 from comfyui_harness import ComfyUIServer, provision  # noqa: E402
-from pack_paths import PROBE_NODES  # noqa: E402
+from pack_paths import PROBE_NODES, load_pack  # noqa: E402
+
+load_pack()  # this checkout, as comfyui_twitterchat
 
 FINISHED = 10_000
 NODES = 50

@@ -3,10 +3,19 @@ ComfyUI mapping dicts are built from this list."""
 
 from __future__ import annotations
 
+from .calendar import CalendarManager
+from .context import ContextGatherer
+from .generation import BatchTweetGenerator, TweetGenerator
+from .output import OutputManager
 from .persona import PersonaLoader
 
 NODE_CLASSES = (
     PersonaLoader,
+    ContextGatherer,
+    CalendarManager,
+    BatchTweetGenerator,
+    TweetGenerator,
+    OutputManager,
 )
 
 

@@ -6,31 +6,13 @@ fails instead of skipping (see ``need`` and ``pytest_runtest_makereport``).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from ci_policy import in_ci, need
-from pack_paths import PACK_ROOT, PROBE_NODES
+from pack_paths import PACK_ROOT, PROBE_NODES, load_pack
 
-PACK_NAME = "comfyui_twitterchat"
-
-
-def _load_pack():
-    """Load the checkout the way ComfyUI loads a pack: a spec from the root __init__.py."""
-    if PACK_NAME in sys.modules and Path(sys.modules[PACK_NAME].__file__).parent == PACK_ROOT:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_load_pack()
+load_pack()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -45,7 +27,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def pack():
-    return _load_pack()
+    return load_pack()
 
 
 @pytest.fixture(scope="session")

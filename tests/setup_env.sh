@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything the tests and the demo need on a fresh Linux machine with Python 3.11:
-# redis-server (apt-get, when run as root), a virtualenv with the pack and its
-# test extras, and a real ComfyUI 0.3.75 (tests/harness/comfyui_harness.py).
+# redis-server (apt-get, when run as root), a virtualenv with the pack's
+# dependencies and extras (test, local model, RocketMQ; llama-cpp-python builds
+# from source the first time, about 10 minutes on 2 cores), and a real ComfyUI
+# 0.3.75 (tests/harness/comfyui_harness.py).
 # Idempotent: a second run checks and returns in seconds.
 # Source it; afterwards $TC_PYTHON is the interpreter to use.
 set -euo pipefail
@@ -34,8 +36,16 @@ TC_PYTHON="$TC_VENV/bin/python"
 stamp="$TC_VENV/.twitterchat-deps"
 want="$(cat "$TC_ROOT/pyproject.toml" "$TC_ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing the pack and its test dependencies"
-  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check -e "$TC_ROOT[test,rocketmq]"
+  echo "setup: installing the pack's dependencies and the test, local-model and RocketMQ extras"
+  # Dependencies only, read from pyproject.toml: the pack itself is loaded from
+  # this checkout (by ComfyUI from custom_nodes/, by the tests from the root).
+  "$TC_PYTHON" - "$TC_ROOT/pyproject.toml" > "$TC_VENV/.twitterchat-requirements.txt" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = project["optional-dependencies"]
+print("\n".join(project["dependencies"] + extras["test"] + extras["local"] + extras["rocketmq"]))
+PY
+  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check -r "$TC_VENV/.twitterchat-requirements.txt"
   echo "$want" > "$stamp"
 fi
 

@@ -84,7 +84,7 @@ def test_requirements_txt_matches_pyproject():
     assert _requirement_names(filter(None, lines)) == _requirement_names(project["dependencies"])
     openai_spec = _requirement_names(project["dependencies"])["openai"]
     assert "<3" in openai_spec  # openai 3.x dropped httpx
-    assert {"test", "rocketmq"} <= set(project["optional-dependencies"])
+    assert {"test", "rocketmq", "local"} <= set(project["optional-dependencies"])
 
 
 def test_pyproject_has_comfy_registry_section():
@@ -114,3 +114,41 @@ def test_readme_test_command_is_what_ci_runs():
     commands = re.findall(r"^```(?:bash|sh)\n(.*?)^```", readme, flags=re.S | re.M)
     assert any("bash tests/run_tests.sh" in block for block in commands)
     assert "bash tests/run_tests.sh" in ci
+
+
+def test_api_example_matches_the_registry(pack):
+    workflow = json.loads((PACK_ROOT / "examples" / "workflow_api.json").read_text())
+    for node_id, node in workflow.items():
+        cls = pack.NODE_CLASS_MAPPINGS[node["class_type"]]
+        spec = cls.INPUT_TYPES()
+        allowed = set(spec["required"]) | set(spec.get("optional", {}))
+        assert set(spec["required"]) <= set(node["inputs"]) <= allowed, node_id
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):  # a link: [source node, output index]
+                source = pack.NODE_CLASS_MAPPINGS[workflow[value[0]]["class_type"]]
+                assert source.RETURN_TYPES[value[1]] == spec["required"].get(name, spec.get("optional", {}).get(name))[0]
+    assert 3 <= workflow["4"]["inputs"]["num_days"] <= 7
+
+
+def test_ui_example_is_consistent(pack):
+    workflow = json.loads((PACK_ROOT / "examples" / "workflow.json").read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    ours = {n["type"] for n in nodes.values() if n["type"] in pack.NODE_CLASS_MAPPINGS}
+    assert ours == set(pack.NODE_CLASS_MAPPINGS) - {"TweetGenerator"}
+    assert {"CLIPTextEncode", "KSampler", "VAEDecode"} <= {n["type"] for n in nodes.values()}
+    for link_id, src, src_slot, dst, dst_slot, type_name in workflow["links"]:
+        assert nodes[src]["outputs"][src_slot]["type"] == type_name
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+    scene_to_clip = [l for l in workflow["links"] if nodes[l[1]]["type"] == "BatchTweetGenerator"
+                     and nodes[l[3]]["type"] == "CLIPTextEncode"]
+    assert scene_to_clip and scene_to_clip[0][2] == 1  # scene_hints feed the image prompt
+
+
+def test_readme_lists_every_node_and_env_variable(pack):
+    readme = (PACK_ROOT / "README.md").read_text()
+    for node_id in pack.NODE_CLASS_MAPPINGS:
+        assert f"`{node_id}`" in readme, node_id
+    for variable in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "MAX_CONCURRENT", "OUTPUT_DIR", "KY_MONITOR_ENABLED",
+                     "KY_MONITOR_REDIS_PASSWORD", "TWITTERCHAT_WEATHER_URL"):
+        assert variable in readme, variable

@@ -80,6 +80,26 @@ class Persona:
                     examples.append(fill_macros(line.split(":", 1)[1].strip(), self.name))
         return examples
 
+    def locale(self) -> dict[str, Any]:
+        """Where the persona lives: ``data.core_info.location`` first, then this pack's extension."""
+        core = self.data.get("core_info")
+        location = core.get("location") if isinstance(core, dict) else None
+        location = location if isinstance(location, dict) else {}
+        ext = self.extension
+
+        def pick(*keys: str) -> Any:
+            for source in (location, ext):
+                for key in keys:
+                    value = source.get(key)
+                    if value not in (None, ""):
+                        return value
+            return None
+
+        return {"timezone": pick("timezone"), "utc_offset": pick("utc_offset"), "country": pick("country"),
+                "subdivision": pick("subdivision", "state", "province"), "city": pick("city"),
+                "holiday_language": ext.get("holiday_language") or "en_US",
+                "latitude": pick("latitude", "lat"), "longitude": pick("longitude", "lon")}
+
     def summary(self) -> str:
         tags = self.data.get("tags") or []
         tag_text = ", ".join(str(t) for t in tags[:8]) if isinstance(tags, list) else ""

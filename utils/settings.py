@@ -112,3 +112,34 @@ class LoggingSettings:
                               f"{', '.join(LOG_LEVELS)}")
         log_dir = str(env.get("TWITTERCHAT_LOG_DIR", values.get("log_dir", cls.log_dir)) or "")
         return cls(level=level, log_dir=log_dir)
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    weather_url: str = ""
+    weather_timeout_seconds: float = 3.0
+
+    @classmethod
+    def load(cls, config: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None) -> "ContextSettings":
+        env = os.environ if env is None else env
+        values = section(config if config is not None else load_config(), "context",
+                         {"weather_url", "weather_timeout_seconds"})
+        url = env.get("TWITTERCHAT_WEATHER_URL", values.get("weather_url", cls.weather_url)) or ""
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"context.weather_url / TWITTERCHAT_WEATHER_URL: not an http(s) URL: {url!r}")
+        timeout = as_float("context.weather_timeout_seconds",
+                           values.get("weather_timeout_seconds", cls.weather_timeout_seconds), 0.1, 60)
+        return cls(weather_url=url, weather_timeout_seconds=timeout)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    output_dir: str = ""
+
+    @classmethod
+    def load(cls, config: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None) -> "OutputSettings":
+        env = os.environ if env is None else env
+        values = section(config if config is not None else load_config(), "output", {"output_dir"})
+        return cls(output_dir=str(env.get("OUTPUT_DIR") or values.get("output_dir") or ""))

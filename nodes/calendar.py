@@ -1,0 +1,40 @@
+"""CalendarManager: the persona's content plan for the month of the given day."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from functools import partial
+
+from ..tools.calendar_planner import CalendarBook
+from ..tools.context import month_holidays
+from ..utils.llm_client import LLMError, get_pool
+from ..utils.output_paths import output_root
+from .inputs import LLM_PROFILE, PERSONA, SEED
+
+
+class CalendarManager:
+    NODE_ID = "CalendarManager"
+    DISPLAY_NAME = "Calendar Manager (monthly plan)"
+    CATEGORY = "TwitterChat/planning"
+    DESCRIPTION = ("Plans a month of posts per day (theme, topic, scene hint, posting time) with the LLM, "
+                   "cached per user and month under the output folder; 'regenerate' plans it again.")
+    RETURN_TYPES = ("TC_CALENDAR", "STRING")
+    RETURN_NAMES = ("calendar", "month_plan")
+    FUNCTION = "plan"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"persona": PERSONA, "context": ("TC_CONTEXT",),
+                             "regenerate": ("BOOLEAN", {"default": False}),
+                             "llm_profile": LLM_PROFILE, "seed": SEED}}
+
+    async def plan(self, persona, context, regenerate, llm_profile, seed):
+        book = CalendarBook(persona, output_root(), get_pool(), llm_profile,
+                            partial(month_holidays, persona), seed=seed)
+        day = date.fromisoformat(context["date"])
+        try:
+            month = await book.month(day.year, day.month, regenerate=regenerate)
+        except LLMError as exc:
+            raise RuntimeError(f"CalendarManager: could not plan {day:%Y-%m} for {persona.user_id}: {exc}") from None
+        return (book, json.dumps(month, ensure_ascii=False, indent=1))

@@ -1,0 +1,88 @@
+"""BatchTweetGenerator and TweetGenerator: posts for one or many days, concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from ..tools.context import build_context
+from ..tools.tweet_generation import generate_posts
+from ..utils.llm_client import get_pool
+from ..utils.settings import ContextSettings
+from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, LLM_PROFILE, PERSONA, SEED
+
+logger = logging.getLogger("twitterchat.nodes.generation")
+
+
+
+async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather):
+    settings = ContextSettings.load()
+    url = settings.weather_url if include_weather else ""
+    contexts = await asyncio.gather(*(  # weather look-ups block: keep them off the event loop
+        asyncio.to_thread(build_context, persona, offset, url, settings.weather_timeout_seconds)
+        for offset in offsets))
+    return await generate_posts(get_pool(), llm_profile, persona, contexts, calendar.entry_for,
+                                max_concurrent=max_concurrent, seed=seed)
+
+
+def _report(posts) -> str:
+    return json.dumps({"generated": sum(p.ok for p in posts), "failed": sum(not p.ok for p in posts),
+                       "days": [p.to_dict() for p in posts]}, ensure_ascii=False, indent=1)
+
+
+class BatchTweetGenerator:
+    NODE_ID = "BatchTweetGenerator"
+    DISPLAY_NAME = "Batch Tweet Generator (many days)"
+    CATEGORY = "TwitterChat/generation"
+    DESCRIPTION = ("Writes posts for num_days days from start_day_offset, concurrently. Outputs are lists "
+                   "(one item per successful day), so downstream nodes run once per day. A failed day is "
+                   "reported in 'report' and the others still return.")
+    RETURN_TYPES = ("STRING", "STRING", "STRING", "STRING")
+    RETURN_NAMES = ("posts", "scene_hints", "dates", "report")
+    OUTPUT_IS_LIST = (True, True, True, False)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "persona": PERSONA, "calendar": CALENDAR,
+            "num_days": ("INT", {"default": 3, "min": 1, "max": 31}),
+            "start_day_offset": DAY_OFFSET,
+            "max_concurrent": ("INT", {"default": 5, "min": 1, "max": 64}),
+            "llm_profile": LLM_PROFILE, "seed": SEED, "include_weather": INCLUDE_WEATHER,
+        }}
+
+    async def generate(self, persona, calendar, num_days, start_day_offset, max_concurrent, llm_profile,
+                       seed, include_weather):
+        if not 1 <= num_days <= 31:
+            raise ValueError(f"BatchTweetGenerator: num_days must be 1..31, got {num_days}")
+        offsets = [start_day_offset + i for i in range(num_days)]
+        posts = await _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather)
+        done = [p for p in posts if p.ok]
+        for failed in (p for p in posts if not p.ok):
+            logger.error("no post for %s on %s: %s", persona.user_id, failed.date, failed.error)
+        if not done:
+            raise RuntimeError(f"BatchTweetGenerator: every day failed; first error: {posts[0].error}")
+        return ([p.text for p in done], [p.scene_hint for p in done], [p.date for p in done], _report(posts))
+
+
+class TweetGenerator:
+    NODE_ID = "TweetGenerator"
+    DISPLAY_NAME = "Tweet Generator (one day)"
+    CATEGORY = "TwitterChat/generation"
+    DESCRIPTION = "Writes the post for one day (today + day_offset), with the same code as the batch node."
+    RETURN_TYPES = ("STRING", "STRING", "STRING")
+    RETURN_NAMES = ("post", "scene_hint", "date")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"persona": PERSONA, "calendar": CALENDAR, "day_offset": DAY_OFFSET,
+                             "llm_profile": LLM_PROFILE, "seed": SEED, "include_weather": INCLUDE_WEATHER}}
+
+    async def generate(self, persona, calendar, day_offset, llm_profile, seed, include_weather):
+        (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather)
+        if not post.ok:
+            raise RuntimeError(f"TweetGenerator: no post for {post.date}: {post.error}")
+        return (post.text, post.scene_hint, post.date)

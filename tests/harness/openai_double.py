@@ -1,0 +1,148 @@
+"""TEST DOUBLE: a local OpenAI-compatible server (POST /v1/chat/completions) for
+deterministic LLM behaviour and fault injection: fixed latency, 429s, 5xx for
+chosen dates, malformed JSON, hung requests. It also counts requests in flight
+(peak concurrency) and records each request's messages and headers.
+
+Answers: a request with ``response_format.json_schema.name == "content_calendar"``
+gets a valid month plan (as many days as the schema's ``minItems``); any other
+request gets a short, distinct post mentioning the date found in the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from comfyui_harness import free_port
+
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+VOCABULARY = ("tea leaves steam morning rain lake bicycle market dumplings lantern garden friends class "
+              "oolong jasmine roast kettle window sunrise noodles festival quiet laughter teacup breeze "
+              "moss willow bridge poem letter ginger honey chestnut pastry umbrella shadow river").split()
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0
+    fail_dates: set[str] = field(default_factory=set)   # always HTTP 500 for posts about these dates
+    rate_limit_first: int = 0                             # the first N requests get HTTP 429
+    bad_calendar_json: int = 0                            # the first N calendar answers are not JSON
+    bad_post_json_body: int = 0                           # the first N post answers are an unparsable body
+    hang_dates: set[str] = field(default_factory=set)     # never answer posts about these dates
+    post_text: str | None = None                          # answer every post with this text
+
+
+class FakeOpenAIServer:
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.port = free_port()
+        self.requests: list[dict] = []
+        self.auth_headers: list[str] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.statuses: list[int] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "FakeOpenAIServer":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("fake OpenAI server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from aiohttp import web
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        await site.start()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        with self._lock:
+            self.requests.append(body)
+            self.auth_headers.append(request.headers.get("Authorization", ""))
+            number = len(self.requests)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            status, payload = await self._answer(body, number)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        with self._lock:
+            self.statuses.append(status)
+        if isinstance(payload, str):
+            return web.Response(status=status, text=payload, content_type="application/json")
+        headers = {"retry-after": "0"} if status == 429 else {}
+        return web.json_response(payload, status=status, headers=headers)
+
+    async def _answer(self, body: dict, number: int):
+        faults = self.faults
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
+        dates = DATE.findall(text)
+        is_calendar = (body.get("response_format") or {}).get("json_schema", {}).get("name") == "content_calendar"
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
+        if number <= faults.rate_limit_first:
+            return 429, {"error": {"message": "rate limited (test double)", "type": "rate_limit"}}
+        if not is_calendar and dates and dates[0] in faults.hang_dates:
+            await asyncio.sleep(3600)
+        if not is_calendar and dates and dates[0] in faults.fail_dates:
+            return 500, {"error": {"message": "injected permanent failure (test double)"}}
+        if is_calendar:
+            calendar_number = sum(1 for r in self.requests if (r.get("response_format") or {})
+                                  .get("json_schema", {}).get("name") == "content_calendar")
+            if calendar_number <= faults.bad_calendar_json:
+                return 200, completion("{\"days\": [ this is not json", number)
+            schema = body["response_format"]["json_schema"]["schema"]
+            days = schema["properties"]["days"]["minItems"]
+            plan = {"days": [{"day": d, "theme": f"theme {d % 7}", "topic": f"topic for day {d}",
+                              "scene_hint": f"a cozy scene number {d} with warm light",
+                              "posting_time": f"{8 + d % 12:02d}:30"} for d in range(1, days + 1)]}
+            return 200, completion(json.dumps(plan), number)
+        post_number = sum(1 for r in self.requests if not r.get("response_format"))
+        if post_number <= faults.bad_post_json_body:
+            return 200, "{ not a json body"
+        if faults.post_text is not None:
+            return 200, completion(faults.post_text, number)
+        day = dates[0] if dates else "someday"
+        words = random.Random(number).sample(VOCABULARY, 9)
+        return 200, completion(f"{day}: " + " ".join(words).capitalize() + ".", number)
+
+
+def completion(content: str, number: int) -> dict:
+    return {"id": f"chatcmpl-test-{number}", "object": "chat.completion", "created": int(time.time()),
+            "model": "test-double", "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}

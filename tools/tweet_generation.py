@@ -1,0 +1,143 @@
+"""Posts for many days at once.
+
+Days run concurrently (bounded by ``max_concurrent`` here and by the process-wide
+LLM pool). One day's failure, after the SDK's own retries, is recorded on that
+day and the others still return. An answer that is unusable (empty, over X's
+280 weighted characters, or a near-duplicate of another day's post) is asked
+for again, a bounded number of times, with the reason in the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any, Awaitable, Callable
+
+from ..utils.llm_client import LLMClientPool, LLMContentError, LLMError, LLMRequest
+from ..utils.structured_logger import log_generation
+from .context import describe_day
+from .persona_card import Persona, build_system_prompt
+from .post_text import MAX_WEIGHTED_LENGTH, clean_post, near_duplicate, weighted_length
+
+logger = logging.getLogger("twitterchat.generation")
+
+CONTENT_ATTEMPTS = 3
+DUPLICATE_ROUNDS = 2
+
+
+@dataclass
+class DayPost:
+    date: str
+    weekday: str
+    text: str = ""
+    scene_hint: str = ""
+    posting_time: str = ""
+    theme: str = ""
+    topic: str = ""
+    weighted_length: int = 0
+    attempts: int = 0
+    error: str | None = None
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("context")
+        return data
+
+
+def post_request(persona: Persona, context: dict[str, Any], entry: dict[str, Any], seed: int | None,
+                 avoid: list[str], problem: str | None) -> LLMRequest:
+    day = describe_day(context)
+    instructions = (f"Write {persona.name}'s post for {day}. Theme: {entry['theme']}. "
+                    f"Topic: {entry['topic']}. Posting at {entry['posting_time']} local time. "
+                    f"One short post in {persona.name}'s own voice, at most {MAX_WEIGHTED_LENGTH} characters, "
+                    "no hashtags beyond one, reply with the post text only.")
+    if avoid:
+        instructions += " Do not repeat these earlier posts: " + " | ".join(a[:120] for a in avoid)
+    if problem:
+        instructions += f" The previous answer was unusable ({problem}); write a different one."
+    shots = persona.example_posts()[:4]
+    examples = "\n".join(f"Post: {shot}" for shot in shots)
+    completion = (f"Posts by {persona.name}. {persona.summary()}\n\n{examples}\n"
+                  f"(Next post: {day}; topic: {entry['topic']})\nPost:")
+    return LLMRequest(system=build_system_prompt(persona), prompt=instructions, completion_prompt=completion,
+                      max_tokens=120, temperature=0.9, seed=seed, stop=("\n",),
+                      tag=f"post {context['date']}")
+
+
+async def write_post(pool: LLMClientPool, profile: str, persona: Persona, post: DayPost,
+                     entry: dict[str, Any], seed: int | None, avoid: list[str]) -> DayPost:
+    """Fill ``post`` with text, retrying unusable answers; errors are recorded, not raised."""
+    problem = None
+    for attempt in range(1, CONTENT_ATTEMPTS + 1):
+        post.attempts += 1
+        request = post_request(persona, post.context, entry,
+                               None if seed is None else seed + attempt * 1000, avoid, problem)
+        try:
+            text = clean_post(await pool.complete(profile, request))
+        except LLMContentError as exc:
+            problem = str(exc)
+            continue
+        except LLMError as exc:  # configuration or transient after the SDK's retries: final for this day
+            post.error = f"{type(exc).__name__}: {exc}"
+            break
+        length = weighted_length(text)
+        if not text:
+            problem = "empty post"
+        elif length > MAX_WEIGHTED_LENGTH:
+            problem = f"{length} weighted characters, over {MAX_WEIGHTED_LENGTH}"
+        elif (twin := near_duplicate(text, avoid)) is not None:
+            problem = f"nearly repeats an earlier post: {twin[:60]}"
+        else:
+            post.text, post.weighted_length, post.error = text, length, None
+            break
+    else:
+        post.error = f"LLMContentError: no usable post after {CONTENT_ATTEMPTS} attempts ({problem})"
+    if post.error:
+        post.text, post.weighted_length = "", 0
+    log_generation(logger, persona.user_id, post.date, post.weighted_length, success=post.ok,
+                   attempts=post.attempts, error=post.error)
+    return post
+
+
+async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
+                         contexts: list[dict[str, Any]],
+                         entry_for: Callable[[date], Awaitable[dict[str, Any]]],
+                         max_concurrent: int = 5, seed: int | None = None) -> list[DayPost]:
+    posts = [DayPost(date=c["date"], weekday=c["weekday"], context=c) for c in contexts]
+    entries: list[dict[str, Any] | None] = []
+    for post in posts:  # months are planned (or read from the cache) one at a time, in order
+        try:
+            entries.append(await entry_for(date.fromisoformat(post.date)))
+        except LLMError as exc:
+            post.error = f"no calendar entry: {type(exc).__name__}: {exc}"
+            entries.append(None)
+    for post, entry in zip(posts, entries):
+        if entry is not None:
+            post.theme, post.topic = entry["theme"], entry["topic"]
+            post.scene_hint, post.posting_time = entry["scene_hint"], entry["posting_time"]
+
+    limit = asyncio.Semaphore(max(1, max_concurrent))
+
+    async def run(index: int, avoid: list[str]) -> None:
+        async with limit:
+            day_seed = None if seed is None else seed + index
+            await write_post(pool, profile, persona, posts[index], entries[index], day_seed, avoid)
+
+    pending = [i for i, e in enumerate(entries) if e is not None]
+    await asyncio.gather(*(run(i, []) for i in pending))
+    for _ in range(DUPLICATE_ROUNDS):
+        repeats = [i for i in pending if posts[i].ok and near_duplicate(
+            posts[i].text, [p.text for p in posts[:i] if p.ok])]
+        if not repeats:
+            break
+        logger.info("regenerating %d near-duplicate post(s)", len(repeats))
+        await asyncio.gather(*(run(i, [p.text for p in posts if p.ok and p is not posts[i]])
+                               for i in repeats))
+    return posts
