@@ -32,7 +32,8 @@ sys.modules[spec.name] = module
 spec.loader.exec_module(module)
 elapsed = time.perf_counter() - started
 heavy = sorted(m for m in ("torch", "openai", "redis", "llama_cpp", "PIL", "holidays", "aiohttp",
-                           "rocketmq", "grpc", "server", "folder_paths", "comfy")
+                           "rocketmq", "grpc", "server", "folder_paths", "comfy", "jsonschema", "numpy",
+                           "tenacity")
                if m in sys.modules and m not in before)
 print(json.dumps({"seconds": elapsed, "threads": threading.active_count(), "connects": len(connects),
                   "heavy": heavy, "nodes": sorted(module.NODE_CLASS_MAPPINGS),

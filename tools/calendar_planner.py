@@ -23,7 +23,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 
 from ..utils.file_lock import atomic_write_json, file_lock, read_json
 from ..utils.llm_client import LLMClientPool, LLMContentError, LLMRequest
@@ -55,6 +54,8 @@ def month_schema(days: int) -> dict[str, Any]:
 
 def validate_month(raw: str, year: int, month: int) -> dict[str, Any]:
     """Parse and check a model's calendar; LLMContentError names what is wrong."""
+    import jsonschema  # only when a plan is checked: keeps the pack's import light
+
     days = month_calendar.monthrange(year, month)[1]
     try:
         data = json.loads(raw)

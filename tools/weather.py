@@ -12,8 +12,6 @@ import urllib.request
 from datetime import date
 from typing import Any
 
-from ..utils.retry import RetryContext
-
 logger = logging.getLogger("twitterchat.weather")
 
 # WMO weather interpretation codes, as Open-Meteo reports them.
@@ -38,6 +36,8 @@ def fetch_weather(base_url: str, latitude: float, longitude: float, day: date, t
         "daily": "weathercode,temperature_2m_max,temperature_2m_min",
         "start_date": day.isoformat(), "end_date": day.isoformat()})
     url = f"{base_url}?{query}"
+    from ..utils.retry import RetryContext  # tenacity, loaded only when weather is asked for
+
     try:
         data = RetryContext(max_attempts=attempts, initial_delay=0.2,
                             exceptions=(urllib.error.URLError, TimeoutError, ConnectionError)
