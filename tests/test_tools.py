@@ -98,3 +98,41 @@ def test_output_folder_cannot_escape(tmp_path, user_id, day):
     with pytest.raises(UnsafePathError):
         new_day_folder(tmp_path, user_id, day)
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "u1"])
+
+
+def test_weather_from_a_reachable_provider_and_none_when_offline():
+    import http.server
+    import socketserver
+    from urllib.parse import parse_qs, urlparse
+
+    from comfyui_twitterchat.nodes.persona import load_persona
+    from comfyui_twitterchat.tools.context import build_context, describe_day
+
+    seen = []
+
+    class Provider(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # an Open-Meteo-shaped answer
+            query = parse_qs(urlparse(self.path).query)
+            seen.append(query)
+            body = json.dumps({"daily": {"time": query["start_date"], "weathercode": [61],
+                                         "temperature_2m_max": [14.2], "temperature_2m_min": [8.9]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    persona = load_persona("file", "tea_girl_meilin.json", "", "u1")
+    with socketserver.TCPServer(("127.0.0.1", 0), Provider) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/forecast"
+        context = build_context(persona, 1, weather_url=url)
+        server.shutdown()
+    assert context["weather"] == {"summary": "light rain", "temp_max_c": 14.2, "temp_min_c": 8.9}
+    assert seen[0]["timezone"] == ["Asia/Shanghai"] and seen[0]["start_date"] == [context["date"]]
+    assert "weather: light rain, 9-14 C" in describe_day(context)
+    closed = f"http://127.0.0.1:{server.server_address[1]}/v1/forecast"  # nothing listens any more
+    offline = build_context(persona, 1, weather_url=closed, weather_timeout=0.5)
+    assert offline["weather"] is None and offline["date"] == context["date"]
