@@ -242,3 +242,23 @@ def test_a_late_tick_reads_as_many_entries_as_prompts_were_numbered():
     source.counter = 30
     monitor.tick()
     assert sorted(i["id"] for i in published) == sorted(f"p{n}" for n in range(30))
+
+
+def test_optional_full_snapshot_resends_active_prompts():
+    source = FakeSource()
+    now = [1000.0]
+    settings = load_monitor_settings(CONFIG, env={"KY_MONITOR_SNAPSHOT_INTERVAL_SECONDS": "5"})
+    monitor = PromptMonitor(settings, source, [], clock=lambda: now[0])
+    published = []
+    monitor.publish = published.extend
+    source.pending = [QueueEntry(0, "p0", {}, ()), QueueEntry(1, "p1", {}, ())]
+    source.counter = 2
+    monitor.tick()
+    assert sorted(i["id"] for i in published) == ["p0", "p1"]
+    now[0] += 1
+    monitor.tick()
+    assert len(published) == 2  # nothing changed, no snapshot due yet
+    now[0] += 5
+    monitor.tick()
+    assert sorted(i["id"] for i in published[2:]) == ["p0", "p1"]  # the periodic full snapshot
+    assert load_monitor_settings(CONFIG, env={}).snapshot_interval_seconds == 0
