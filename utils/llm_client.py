@@ -335,10 +335,11 @@ class LLMClientPool:
 
         client = self._clients.get(profile)
         if client is None:
-            if not profile.base_url and not api_key_for(profile):
+            key = api_key_for(profile)
+            if not profile.base_url and not key:
                 raise LLMConfigError(f"profile {profile.name!r} has no endpoint: set OPENAI_BASE_URL "
                                      f"and/or {profile.api_key_env} (or use the 'local' profile)")
-            client = AsyncOpenAI(api_key=api_key_for(profile) or "unused", base_url=profile.base_url or None,
+            client = AsyncOpenAI(api_key=key or "unused", base_url=profile.base_url or None,
                                  timeout=profile.timeout, max_retries=profile.max_retries)
             self._clients[profile] = client
         return client
