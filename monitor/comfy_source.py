@@ -71,6 +71,11 @@ class ComfySource:
     def recent_history(self, max_items: int) -> dict[str, HistorySummary]:
         return self.queue.get_history(max_items=max_items, map_function=summarize_history_entry)
 
+    def started_prompt_id(self) -> str | None:
+        """The prompt ComfyUI's worker took last (``PromptServer.last_prompt_id``)."""
+        value = getattr(self.server, "last_prompt_id", None)
+        return str(value) if value else None
+
     def queued_counter(self) -> int | None:
         """How many prompts the server has numbered so far (``PromptServer.number``)."""
         number = getattr(self.server, "number", None)

@@ -215,10 +215,14 @@ class PromptTracker:
         self._published: dict[str, tuple[str, str | None, float, int | None]] = {}
         self._last_info: dict[str, dict[str, Any]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self.finished_count = 0  # every final info ever built: a clock in units of history entries
 
     @property
     def active_ids(self) -> set[str]:
         return set(self._active)
+
+    def knows(self, prompt_id: str) -> bool:
+        return prompt_id in self._active or prompt_id in self._finished
 
     def is_finished(self, prompt_id: str) -> bool:
         return prompt_id in self._finished
@@ -240,13 +244,11 @@ class PromptTracker:
 
     def observe_queue(self, running: Sequence[QueueEntry], pending: Sequence[QueueEntry],
                       snapshot: ProgressSnapshot | None, now_ms: float
-                      ) -> tuple[list[dict[str, Any]], list[str], int]:
-        """Infos that changed, ids that left the queue since the last tick, and how many ids are new."""
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Infos that changed, and ids that left the queue since the last tick."""
         infos: list[dict[str, Any]] = []
         present: set[str] = set()
-        new_ids = 0
         for entry in running:
-            new_ids += self._is_new(entry.prompt_id)
             active = self._track(entry)
             if active is None:
                 continue
@@ -267,7 +269,6 @@ class PromptTracker:
                 entry.prompt_id, "queue", "running", progress=active.progress, current_node=current,
                 queue_time=active.queue_time, start_ms=active.first_running_ms, queue_position=0)))
         for position, entry in enumerate(sorted(pending, key=lambda e: e.number), start=1):
-            new_ids += self._is_new(entry.prompt_id)
             active = self._track(entry)
             if active is None:
                 continue
@@ -276,10 +277,7 @@ class PromptTracker:
                 infos.append(self._record(make_info(entry.prompt_id, "queue", "pending",
                                                     queue_time=active.queue_time, queue_position=position)))
         vanished = [pid for pid in self._active if pid not in present]
-        return infos, vanished, new_ids
-
-    def _is_new(self, prompt_id: str) -> bool:
-        return prompt_id not in self._active and prompt_id not in self._finished
+        return infos, vanished
 
     def _track(self, entry: QueueEntry) -> _Active | None:
         if entry.prompt_id in self._finished:
@@ -323,9 +321,84 @@ class PromptTracker:
         self._published.pop(prompt_id, None)
         self._last_info.pop(prompt_id, None)
         self._finished[prompt_id] = None
+        self.finished_count += 1
         while len(self._finished) > self.remember_finished:
             self._finished.popitem(last=False)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The last published info of every prompt still queued or running (for full snapshots)."""
         return [dict(info) for info in self._last_info.values()]
+
+
+def counter_value(number: Any) -> int | None:
+    """The ``PromptServer.number`` value behind a queue number (negative: queued to the front)."""
+    try:
+        value = abs(float(number))
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value.is_integer() else None
+
+
+class UnseenPrompts:
+    """Prompts the server has handed out but the monitor has not yet seen anywhere.
+
+    ComfyUI bumps ``PromptServer.number`` for every ``POST /prompt`` before it
+    validates the prompt and puts it in the queue, and sets ``last_prompt_id``
+    when its worker takes a prompt. Every counter value and every started id is
+    therefore expected to show up in the queue or in history; a prompt queued,
+    run and finished between two ticks shows up only in history. While anything
+    is outstanding the tick reads history, as far back as entries can have been
+    added since the oldest expectation (``history_span``). An expectation that
+    is never met (the prompt failed validation, or its history was deleted) is
+    dropped after ``expire_seconds``. An idle server has nothing outstanding,
+    so its ticks never read history.
+
+    Prompts posted with an explicit ``number`` do not move the counter; one
+    that runs unseen is still caught through ``last_prompt_id``.
+    """
+
+    def __init__(self, expire_seconds: float, max_span: int) -> None:
+        self.expire_seconds = expire_seconds
+        self.max_span = max_span
+        self.expired = 0
+        self._counter: int | None = None
+        self._numbers: dict[int, tuple[float, int]] = {}  # value -> (noticed at, finished_count then)
+        self._ids: dict[str, tuple[float, int]] = {}
+
+    def expect_counter(self, counter: int | None, now: float, finished_count: int) -> None:
+        if counter is None:
+            return
+        if self._counter is not None and counter > self._counter:
+            for value in range(max(self._counter, counter - self.max_span), counter):
+                self._numbers.setdefault(value, (now, finished_count))
+        self._counter = counter
+
+    def expect_id(self, prompt_id: str, now: float, finished_count: int) -> None:
+        self._ids.setdefault(prompt_id, (now, finished_count))
+
+    def saw(self, prompt_id: str, number: Any) -> None:
+        self._ids.pop(prompt_id, None)
+        value = counter_value(number)
+        if value is not None:
+            self._numbers.pop(value, None)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._numbers) + len(self._ids)
+
+    def history_span(self, finished_count: int) -> int:
+        """How many of the newest history entries can hold every outstanding prompt.
+
+        Entries added since the oldest expectation are the prompts the monitor
+        finished since then plus the outstanding ones themselves.
+        """
+        if not self.outstanding:
+            return 0
+        oldest = min(seen for _, seen in (*self._numbers.values(), *self._ids.values()))
+        return min(self.max_span, finished_count - oldest + self.outstanding)
+
+    def expire(self, now: float) -> None:
+        for pending in (self._numbers, self._ids):
+            for key in [k for k, (noticed, _) in pending.items() if now - noticed > self.expire_seconds]:
+                del pending[key]
+                self.expired += 1

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 from .channel import BufferedSender, Envelope, PromptServerChannel, RedisChannel, RocketMQChannel
 from .config import MonitorSettings, load_monitor_settings
-from .query import PromptTracker
+from .query import PromptTracker, UnseenPrompts
 
 logger = logging.getLogger("twitterchat.monitor")
 
-RECHECK_SECONDS = 10.0
+UNSEEN_EXPIRE_SECONDS = 30.0  # a numbered prompt not seen by then failed validation
 MAX_HISTORY_READ = 10_000  # ComfyUI keeps at most this many history entries
 
 
@@ -39,8 +39,9 @@ class PromptMonitor:
         self.published = 0
         self.tick_errors = 0
         self.cpu_seconds = 0.0  # CPU time this monitor's thread spent in ticks
-        self._last_counter: int | None = None
-        self._recheck_until = 0.0
+        self.unseen = UnseenPrompts(UNSEEN_EXPIRE_SECONDS, MAX_HISTORY_READ)
+        self.history_reads = 0
+        self._last_started: str | None = None
         self._last_snapshot = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,48 +50,45 @@ class PromptMonitor:
     # -- one tick ----------------------------------------------------------
     def tick(self) -> list[dict[str, Any]]:
         now_ms = self.clock() * 1000.0
+        now = now_ms / 1000.0
+        # Read the server's counters before the queue: every prompt they count
+        # is then in this queue read, already in history, or still on its way.
+        counter = self.source.queued_counter()
+        started = self.source.started_prompt_id()
         running, pending = self.source.read_queue()
+        unseen, tracker = self.unseen, self.tracker
+        unseen.expect_counter(counter, now, tracker.finished_count)
+        if started is not None and started != self._last_started:
+            self._last_started = started
+            if not tracker.knows(started):
+                unseen.expect_id(started, now, tracker.finished_count)
+        for entry in (*running, *pending):
+            unseen.saw(entry.prompt_id, entry.number)
         progress = self.source.read_progress() if running else None
-        infos, vanished, new_ids = self.tracker.observe_queue(running, pending, progress, now_ms)
+        infos, vanished = tracker.observe_queue(running, pending, progress, now_ms)
         for prompt_id in vanished:
-            final = self.tracker.finish(prompt_id, self.source.history_summary(prompt_id), now_ms)
+            summary = self.source.history_summary(prompt_id)
+            if summary is not None:
+                unseen.saw(prompt_id, summary.number)
+            final = tracker.finish(prompt_id, summary, now_ms)
             if final is not None:
                 infos.append(final)
-        to_read = self._history_to_read(new_ids, now_ms / 1000.0)
-        if to_read:
-            infos.extend(self.tracker.observe_history(self.source.recent_history(to_read), now_ms))
+        span = unseen.history_span(tracker.finished_count)
+        if span or self.ticks == 0:  # the first tick picks up what finished before the monitor started
+            history = self.source.recent_history(min(self.settings.history_max_items + span, MAX_HISTORY_READ))
+            for prompt_id, summary in history.items():
+                unseen.saw(prompt_id, summary.number)
+            infos.extend(tracker.observe_history(history, now_ms))
+            self.history_reads += 1
+        unseen.expire(now)
         interval = self.settings.snapshot_interval_seconds
-        if interval > 0 and now_ms / 1000.0 - self._last_snapshot >= interval:
-            self._last_snapshot = now_ms / 1000.0
+        if interval > 0 and now - self._last_snapshot >= interval:
+            self._last_snapshot = now
             changed = {info["id"] for info in infos}
-            infos.extend(info for info in self.tracker.snapshot() if info["id"] not in changed)
+            infos.extend(info for info in tracker.snapshot() if info["id"] not in changed)
         self.publish(infos)
         self.ticks += 1
         return infos
-
-    def _history_to_read(self, new_ids: int, now: float) -> int:
-        """How many of the newest history entries to read this tick (0: none).
-
-        This is the only read whose cost grows with the history. ComfyUI numbers
-        a prompt (``PromptServer.number``) before validating it and putting it
-        in the queue, so when the counter moves further than the ids the queue
-        showed, a prompt may have run between two ticks, or may still be on its
-        way into the queue: history is then re-read for ``RECHECK_SECONDS``, at
-        least as many entries as prompts were numbered since the last tick (a
-        tick can be late when the server is busy). An idle server never reads
-        it. Without a counter (another ComfyUI build) it is read every tick.
-        """
-        counter = self.source.queued_counter()
-        previous, self._last_counter = self._last_counter, counter
-        wanted = self.settings.history_max_items
-        if counter is None or previous is None:
-            return wanted
-        numbered = counter - previous
-        if numbered > new_ids:
-            self._recheck_until = now + RECHECK_SECONDS
-        if now > self._recheck_until:
-            return 0
-        return max(wanted, min(numbered, MAX_HISTORY_READ))
 
     def publish(self, infos: list[dict[str, Any]]) -> None:
         for info in infos:
@@ -142,6 +140,7 @@ class PromptMonitor:
 
     def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "published": self.published, "tick_errors": self.tick_errors,
+                "history_reads": self.history_reads, "never_seen": self.unseen.expired,
                 "cpu_seconds": round(self.cpu_seconds, 6),
                 "channels": {s.channel.name: s.stats() for s in self.senders}}
 

@@ -124,7 +124,7 @@ def test_redis_outage_delays_nothing_and_the_monitor_recovers(monitored_comfyui,
         missing = lambda: [p for p in during if not final_info(ws, p)]
         assert wait_for(lambda: not missing(), 90), (
             [(p, ws.infos(p), server.get_json(f"/history/{p}").get(p, {}).get("status", {}).get("status_str"))
-             for p in missing()], server.get_json("/twitterchat/monitor/stats"))
+             for p in missing()], json.dumps(server.get_json("/twitterchat/monitor/stats")))
         for prompt_id in during:
             assert server.wait_for_history(prompt_id, 30)["status"]["status_str"] == "success"
 
@@ -133,9 +133,10 @@ def test_redis_outage_delays_nothing_and_the_monitor_recovers(monitored_comfyui,
             return channel["failures"] > 0 and channel["dropped"] > 0
 
         # 80 final infos (plus pending ones) through a buffer of 64: some are dropped, and counted
-        assert wait_for(redis_struggles, 30), server.get_json("/twitterchat/monitor/stats")
+        assert wait_for(redis_struggles, 30), json.dumps(server.get_json("/twitterchat/monitor/stats"))
         stats = server.get_json("/twitterchat/monitor/stats")
         assert stats["ticks"] > before["ticks"] and stats["tick_errors"] == 0
+        assert stats["never_seen"] == 0  # every prompt the server numbered was accounted for
         assert stats["channels"]["websocket"]["sent"] >= before["channels"]["websocket"]["sent"] + 80
         assert stats["channels"]["websocket"]["dropped"] == 0
     finally:

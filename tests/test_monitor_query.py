@@ -96,8 +96,8 @@ def test_pending_order_follows_queue_number(version):
     pending_items.append(front)
     random.Random(7).shuffle(pending_items)  # heap order is not queue order
     pending = [queue_entry(item) for item in pending_items]
-    infos, vanished, new_ids = PromptTracker().observe_queue(running, pending, None, 1795347150000)
-    assert vanished == [] and new_ids == len(pending_items) + 1
+    infos, vanished = PromptTracker().observe_queue(running, pending, None, 1795347150000)
+    assert vanished == []
     by_id = {info["id"]: info for info in infos}
     assert by_id[running[0].prompt_id]["status"] == "running"
     assert by_id[running[0].prompt_id]["queue_position"] == 0
@@ -116,12 +116,12 @@ def test_running_progress_and_current_node(version):
     snapshot = ProgressSnapshot(entry.prompt_id, {"1": ("finished", 1, 1), "2": ("running", 5, 10)})
     progress, node = running_progress(nodes_to_run(entry.prompt, entry.outputs), snapshot)
     assert progress == pytest.approx(0.5) and node == "2"
-    infos, _, _ = PromptTracker().observe_queue([entry], [], snapshot, 0)
+    infos, _ = PromptTracker().observe_queue([entry], [], snapshot, 0)
     assert infos[0]["current_node"] == {"id": "2", "type": "ProbeSlow"}
     assert 0 < infos[0]["progress"] < 1
     # another prompt's registry says nothing about this one
     other = ProgressSnapshot("someone-else", {"2": ("running", 9, 10)})
-    infos, _, _ = PromptTracker().observe_queue([entry], [], other, 0)
+    infos, _ = PromptTracker().observe_queue([entry], [], other, 0)
     assert infos[0]["progress"] == 0 and infos[0]["current_node"] is None
 
 
@@ -134,7 +134,7 @@ def test_tracker_publishes_changes_only():
     assert tracker.observe_queue([entry], [], step(10), 0)[0] == []      # nothing changed
     assert tracker.observe_queue([entry], [], step(12), 0)[0] == []      # below the step
     assert len(tracker.observe_queue([entry], [], step(40), 0)[0]) == 1  # a real move
-    infos, vanished, _ = tracker.observe_queue([], [], None, 0)
+    infos, vanished = tracker.observe_queue([], [], None, 0)
     assert infos == [] and vanished == [entry.prompt_id]
     history = sample("v0.3.75", "history.json")
     final = tracker.finish(entry.prompt_id, summarize_history_entry(history[entry.prompt_id]), 0)
@@ -149,7 +149,7 @@ def test_deleted_pending_prompt_is_cancelled_and_unseen_history_is_published_onc
     tracker = PromptTracker()
     pending = queue_entry(queue["queue_pending"][0])
     tracker.observe_queue([], [pending], None, 0)
-    _, vanished, _ = tracker.observe_queue([], [], None, 0)
+    _, vanished = tracker.observe_queue([], [], None, 0)
     info = tracker.finish(vanished[0], None, 1795347150000)
     assert info["status"] == "cancelled" and info["end_time"] is not None
     summaries = {pid: summarize_history_entry(e) for pid, e in history.items()}
@@ -168,7 +168,7 @@ def test_no_workflow_extra_data_sensitive_or_inputs_in_any_info():
     entry = queue_entry(running)
     snapshot = ProgressSnapshot(entry.prompt_id, {"2": ("running", 1, 4)})
     tracker = PromptTracker()
-    infos, _, _ = tracker.observe_queue([entry], [queue_entry(i) for i in queue["queue_pending"]], snapshot, 0)
+    infos, _ = tracker.observe_queue([entry], [queue_entry(i) for i in queue["queue_pending"]], snapshot, 0)
     for pid, item in history.items():
         item = copy.deepcopy(item)
         item["prompt"][3]["api_key_comfy_org"] = secret

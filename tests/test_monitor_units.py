@@ -156,6 +156,7 @@ class FakeSource:
     def __init__(self):
         self.running, self.pending, self.history = [], [], {}
         self.counter = 0
+        self.started = None
         self.recent_calls = 0
 
     def read_queue(self):
@@ -173,6 +174,9 @@ class FakeSource:
 
     def queued_counter(self):
         return self.counter
+
+    def started_prompt_id(self):
+        return self.started
 
 
 def finished(number):
@@ -224,10 +228,41 @@ def test_prompt_numbered_before_it_reaches_the_queue_is_not_missed():
     monitor.tick()
     assert [(i["id"], i["status"]) for i in published] == [("p0", "completed")]
     calls = source.recent_calls
-    now[0] += 60  # long after: an idle server stops re-reading history
     for _ in range(5):
+        now[0] += 1
         monitor.tick()
-    assert source.recent_calls == calls  # no history read once the window has passed
+    assert source.recent_calls == calls  # found: nothing outstanding, no more history reads
+
+
+def test_a_prompt_that_fails_validation_stops_the_history_reads_after_a_while():
+    source = FakeSource()
+    now = [1000.0]
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
+    monitor.publish = lambda infos: None
+    monitor.tick()
+    source.counter = 1  # numbered, then refused by validation: never queued, never in history
+    for _ in range(40):
+        now[0] += 1
+        monitor.tick()
+    assert monitor.stats()["never_seen"] == 1
+    calls = source.recent_calls
+    for _ in range(5):
+        now[0] += 1
+        monitor.tick()
+    assert source.recent_calls == calls
+
+
+def test_a_prompt_run_under_an_explicit_number_is_caught_through_the_worker():
+    """A client may post its own ``number``: the counter does not move, last_prompt_id does."""
+    source = FakeSource()
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [])
+    published = []
+    monitor.publish = published.extend
+    monitor.tick()
+    source.history["px"] = finished(0.5)
+    source.started = "px"
+    monitor.tick()
+    assert [(i["id"], i["status"]) for i in published] == [("px", "completed")]
 
 
 def test_a_late_tick_reads_as_many_entries_as_prompts_were_numbered():
@@ -242,6 +277,146 @@ def test_a_late_tick_reads_as_many_entries_as_prompts_were_numbered():
     source.counter = 30
     monitor.tick()
     assert sorted(i["id"] for i in published) == sorted(f"p{n}" for n in range(30))
+
+
+def test_the_last_prompt_of_a_long_burst_is_not_missed():
+    """A regression seen in CI: every tick, one prompt was posted just after the
+    monitor's queue read and showed up in the queue a tick later. The last one of
+    the burst ran unseen between two ticks, and counting numbered against newly
+    seen prompts (the earlier design) balanced out and never looked for it."""
+
+    class Burst(FakeSource):
+        def __init__(self):
+            super().__init__()
+            self.posting = True
+            self.next = 0
+            self.posted = None
+
+        def read_queue(self):
+            if self.posted is not None:  # last tick's post has reached the queue
+                self.pending.append(self.posted)
+                self.posted = None
+            snapshot = super().read_queue()
+            if self.posting:  # a prompt is numbered while the monitor is mid-tick
+                self.posted = QueueEntry(self.next, f"p{self.next}", {}, ())
+                self.next += 1
+                self.counter += 1
+            return snapshot
+
+    source = Burst()
+    now = [1000.0]
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
+    published = []
+    monitor.publish = published.extend
+    for _ in range(60):  # 15 s of ticks, each pending prompt runs and finishes in turn
+        now[0] += 0.25
+        monitor.tick()
+        for entry in list(source.pending):
+            source.pending.remove(entry)
+            source.history[entry.prompt_id] = finished(entry.number)
+    source.posting = False
+    last = source.posted  # the burst's last prompt: queued, run and finished between two ticks
+    source.posted = None
+    source.history[last.prompt_id] = finished(last.number)
+    for _ in range(4):
+        now[0] += 0.25
+        monitor.tick()
+    finals = [i["id"] for i in published if i["status"] == "completed"]
+    assert sorted(finals) == sorted(f"p{n}" for n in range(source.next))
+
+
+class SimulatedComfy(FakeSource):
+    """ComfyUI's order of events, advanced a random number of steps before every read
+    the monitor makes, so ticks land at every possible point of a prompt's life:
+    number (``PromptServer.number += 1``) -> validate -> queue -> worker takes it
+    (``last_prompt_id``) -> history entry, one prompt running at a time."""
+
+    def __init__(self, rng, prompts, reject_rate):
+        super().__init__()
+        self.rng, self.to_submit, self.reject_rate = rng, prompts, reject_rate
+        self.validating, self.queued, self.rejected = [], [], set()
+        self.frozen = True  # the monitor's first tick sees the server before any prompt
+
+    def step(self):
+        choices = ["submit"] * bool(self.to_submit) + ["validate"] * bool(self.validating) \
+            + ["work"] * bool(self.running or self.pending)
+        if not choices:
+            return False
+        choice = self.rng.choice(choices)
+        if choice == "submit":
+            self.to_submit -= 1
+            self.validating.append(self.counter)
+            self.counter += 1
+        elif choice == "validate":
+            number = self.validating.pop(self.rng.randrange(len(self.validating)))
+            if self.rng.random() < self.reject_rate:
+                self.rejected.add(number)
+            else:
+                self.pending.append(QueueEntry(number, f"p{number}", {}, ()))
+                self.queued.append(f"p{number}")
+        elif self.running:
+            entry = self.running.pop()
+            self.history[entry.prompt_id] = finished(entry.number)
+        else:
+            entry = min(self.pending, key=lambda e: e.number)
+            self.pending.remove(entry)
+            self.running.append(entry)
+            self.started = entry.prompt_id
+        return True
+
+    def advance(self):
+        if self.frozen:
+            return
+        for _ in range(self.rng.choice((0, 0, 1, 2, 5, 12))):
+            self.step()
+
+    def queued_counter(self):
+        self.advance()
+        return super().queued_counter()
+
+    def started_prompt_id(self):
+        self.advance()
+        return super().started_prompt_id()
+
+    def read_queue(self):
+        self.advance()
+        return super().read_queue()
+
+    def history_summary(self, prompt_id):
+        self.advance()
+        return super().history_summary(prompt_id)
+
+    def recent_history(self, max_items):
+        self.advance()
+        return super().recent_history(max_items)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_queued_prompt_gets_exactly_one_final_info_whenever_the_ticks_land(seed):
+    import random
+
+    rng = random.Random(seed)
+    source = SimulatedComfy(rng, prompts=120, reject_rate=0.05)
+    now = [1000.0]
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
+    published = []
+    monitor.publish = published.extend
+    monitor.tick()
+    source.frozen = False
+    while source.to_submit or source.validating or source.pending or source.running:
+        now[0] += 0.25
+        monitor.tick()
+    for _ in range(200):  # idle: ticks until every expectation is met or given up
+        now[0] += 0.25
+        monitor.tick()
+    finals = [i["id"] for i in published if i["status"] in ("completed", "failed", "cancelled")]
+    assert sorted(finals) == sorted(source.queued), seed
+    assert monitor.stats()["never_seen"] == len(source.rejected)
+    reads = source.recent_calls
+    for _ in range(20):
+        now[0] += 0.25
+        monitor.tick()
+    assert source.recent_calls == reads  # idle again: no history reads
 
 
 def test_optional_full_snapshot_resends_active_prompts():
