@@ -353,8 +353,10 @@ class UnseenPrompts:
     dropped after ``expire_seconds``. An idle server has nothing outstanding,
     so its ticks never read history.
 
-    Prompts posted with an explicit ``number`` do not move the counter; one
-    that runs unseen is still caught through ``last_prompt_id``.
+    Prompts posted with an explicit ``number`` do not move the counter: one that
+    runs unseen is caught through ``last_prompt_id`` when it is the last prompt
+    the worker took before the tick (or by any history read while it is among
+    the newest entries).
     """
 
     def __init__(self, expire_seconds: float, max_span: int) -> None:
