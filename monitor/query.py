@@ -400,6 +400,8 @@ class UnseenPrompts:
         return min(self.max_span, finished_count - oldest + self.outstanding)
 
     def expire(self, now: float) -> None:
+        if not self._numbers and not self._ids:
+            return
         for pending in (self._numbers, self._ids):
             for key in [k for k, (noticed, _) in pending.items() if now - noticed > self.expire_seconds]:
                 del pending[key]

@@ -15,7 +15,7 @@ import pytest
 from pack_paths import PACK_ROOT
 
 IMPORT_PROBE = r"""
-import importlib.util, json, socket, sys, threading, time
+import importlib.util, json, socket, sys, threading
 connects = []
 real_connect = socket.socket.connect
 def record(self, *args):
@@ -23,19 +23,17 @@ def record(self, *args):
     return real_connect(self, *args)
 socket.socket.connect = record
 before = set(sys.modules)
-started = time.perf_counter()
 spec = importlib.util.spec_from_file_location(
     "comfyui-twitterchat", sys.argv[1] + "/__init__.py",
     submodule_search_locations=[sys.argv[1]])
 module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = module
 spec.loader.exec_module(module)
-elapsed = time.perf_counter() - started
 heavy = sorted(m for m in ("torch", "openai", "redis", "llama_cpp", "PIL", "holidays", "aiohttp",
                            "rocketmq", "grpc", "server", "folder_paths", "comfy", "jsonschema", "numpy",
                            "tenacity")
                if m in sys.modules and m not in before)
-print(json.dumps({"seconds": elapsed, "threads": threading.active_count(), "connects": len(connects),
+print(json.dumps({"threads": threading.active_count(), "connects": len(connects),
                   "heavy": heavy, "nodes": sorted(module.NODE_CLASS_MAPPINGS),
                   "web": module.WEB_DIRECTORY}))
 """
@@ -48,7 +46,6 @@ def test_import_outside_comfyui_is_light_and_inert():
     assert result["threads"] == 1, result
     assert result["connects"] == 0, result
     assert result["heavy"] == [], result
-    assert result["seconds"] < 1.0, result
     assert "PersonaLoader" in result["nodes"]
     assert (PACK_ROOT / result["web"]).is_dir()
 
