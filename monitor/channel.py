@@ -2,8 +2,10 @@
 
 Channels only send. Each one sits behind its own ``BufferedSender``: a bounded
 buffer and a daemon thread, so a slow or dead channel never delays the
-monitor's tick or the other channels. When the buffer is full the oldest
-message is dropped and counted; failures are logged at most once per
+monitor's tick or the other channels. When the buffer is full one message
+is dropped and counted, the one that loses least: the oldest message already
+superseded by a newer one for the same prompt, else the oldest that is not a
+final status, else the oldest. Failures are logged at most once per
 ``LOG_EVERY_SECONDS`` and retried with exponential backoff (the message waits
 at the head of the buffer, so a reconnect loses nothing that still fits).
 
@@ -14,6 +16,7 @@ channel is enabled.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import threading
@@ -21,11 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .query import TERMINAL
+
 logger = logging.getLogger("twitterchat.monitor.channel")
 
 LOG_EVERY_SECONDS = 30.0
 INITIAL_BACKOFF = 0.2
 MAX_BACKOFF = 30.0
+DROP_SCAN = 64  # how far from the head a full buffer looks for a message that loses least
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class BufferedSender:
         self.channel = channel
         self.maxsize = maxsize
         self._buffer: collections.deque[Envelope] = collections.deque()
+        self._per_prompt: collections.Counter[str] = collections.Counter()  # messages buffered per prompt
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,15 +103,42 @@ class BufferedSender:
         return self
 
     def offer(self, message: Envelope) -> None:
-        """Never blocks: a full buffer drops its oldest message."""
+        """Never blocks: a full buffer drops the message that loses least (``_victim``)."""
         with self._cond:
             if len(self._buffer) >= self.maxsize:
-                self._buffer.popleft()
+                victim = self._victim()
+                self._forget(self._buffer[victim])
+                del self._buffer[victim]
                 self.dropped += 1
                 self._drop_log(logging.WARNING, "monitor channel %s: buffer full, dropped %d message(s) so far",
                                self.channel.name, self.dropped)
             self._buffer.append(message)
+            self._per_prompt[message.prompt_id] += 1
             self._cond.notify()
+
+    def _victim(self) -> int:
+        """Index of the message to drop from a full buffer (called with the lock held).
+
+        Subscribers need each prompt's latest state, above all its final one:
+        a message followed by a newer one for the same prompt says nothing the
+        newer one does not, and a pending/running update matters less than a
+        completed/failed/cancelled one. Only the oldest ``DROP_SCAN`` messages
+        are looked at, so a drop costs the same whatever the buffer size.
+        """
+        first_not_final = None
+        for index, queued in enumerate(itertools.islice(self._buffer, DROP_SCAN)):
+            if self._per_prompt[queued.prompt_id] > 1:
+                return index
+            if first_not_final is None and queued.status not in TERMINAL:
+                first_not_final = index
+        return first_not_final if first_not_final is not None else 0
+
+    def _forget(self, message: Envelope) -> None:
+        left = self._per_prompt[message.prompt_id] - 1
+        if left:
+            self._per_prompt[message.prompt_id] = left
+        else:
+            del self._per_prompt[message.prompt_id]
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -144,7 +178,7 @@ class BufferedSender:
             backoff = INITIAL_BACKOFF
             with self._cond:
                 if self._buffer and self._buffer[0] is message:
-                    self._buffer.popleft()
+                    self._forget(self._buffer.popleft())
             self.sent += 1
 
     def stats(self) -> dict[str, Any]:

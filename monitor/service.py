@@ -49,6 +49,17 @@ class PromptMonitor:
 
     # -- one tick ----------------------------------------------------------
     def tick(self) -> list[dict[str, Any]]:
+        """One pass; what it built is published even when a later step raises,
+        since the tracker already counts those prompts as reported."""
+        infos: list[dict[str, Any]] = []
+        try:
+            self._collect(infos)
+        finally:
+            self.publish(infos)
+            self.ticks += 1
+        return infos
+
+    def _collect(self, infos: list[dict[str, Any]]) -> None:
         now_ms = self.clock() * 1000.0
         now = now_ms / 1000.0
         # Read the server's counters before the queue: every prompt they count
@@ -65,7 +76,8 @@ class PromptMonitor:
         for entry in (*running, *pending):
             unseen.saw(entry.prompt_id, entry.number)
         progress = self.source.read_progress() if running else None
-        infos, vanished = tracker.observe_queue(running, pending, progress, now_ms)
+        changed, vanished = tracker.observe_queue(running, pending, progress, now_ms)
+        infos.extend(changed)
         for prompt_id in vanished:
             summary = self.source.history_summary(prompt_id)
             if summary is not None:
@@ -84,11 +96,8 @@ class PromptMonitor:
         interval = self.settings.snapshot_interval_seconds
         if interval > 0 and now - self._last_snapshot >= interval:
             self._last_snapshot = now
-            changed = {info["id"] for info in infos}
-            infos.extend(info for info in tracker.snapshot() if info["id"] not in changed)
-        self.publish(infos)
-        self.ticks += 1
-        return infos
+            sent = {info["id"] for info in infos}
+            infos.extend(info for info in tracker.snapshot() if info["id"] not in sent)
 
     def publish(self, infos: list[dict[str, Any]]) -> None:
         for info in infos:

@@ -118,6 +118,28 @@ def test_blocked_channel_delays_nothing_and_counts_drops(monkeypatch):
         sender.stop()
 
 
+def test_a_full_buffer_drops_superseded_updates_before_final_states():
+    sender = ch.BufferedSender(Recording("unstarted"), maxsize=4)  # never started: nothing drains
+
+    def offer(prompt_id, status):
+        sender.offer(ch.Envelope.of({"id": prompt_id, "status": status}))
+
+    def buffered():
+        return [(m.prompt_id, m.status) for m in sender._buffer]
+
+    offer("a", "pending"), offer("b", "pending"), offer("a", "completed"), offer("b", "running")
+    offer("c", "completed")  # full: a's pending is superseded by its completed
+    assert buffered() == [("b", "pending"), ("a", "completed"), ("b", "running"), ("c", "completed")]
+    offer("d", "pending")  # b's pending is superseded by its running update
+    assert buffered() == [("a", "completed"), ("b", "running"), ("c", "completed"), ("d", "pending")]
+    offer("e", "failed")  # nothing superseded: the oldest update that is not final goes
+    assert buffered() == [("a", "completed"), ("c", "completed"), ("d", "pending"), ("e", "failed")]
+    offer("f", "cancelled")
+    offer("g", "completed")  # only final states left: the oldest goes
+    assert buffered() == [("c", "completed"), ("e", "failed"), ("f", "cancelled"), ("g", "completed")]
+    assert sender.dropped == 5 and dict(sender._per_prompt) == {"c": 1, "e": 1, "f": 1, "g": 1}
+
+
 def test_failing_channel_retries_with_backoff_and_loses_nothing(monkeypatch):
     monkeypatch.setattr(ch, "INITIAL_BACKOFF", 0.01)
     flaky = Recording(fail_first=4)
@@ -186,12 +208,18 @@ def finished(number):
                                                             ("execution_success", {"timestamp": 2000})]}})
 
 
+def watched(source, env=None, clock=None):
+    """A monitor on ``source`` whose published infos land in the returned list."""
+    kwargs = {} if clock is None else {"clock": clock}
+    monitor = PromptMonitor(load_monitor_settings(CONFIG, env=env or {}), source, [], **kwargs)
+    published = []
+    monitor.publish = published.extend
+    return monitor, published
+
+
 def test_idle_ticks_never_read_history_and_missed_prompts_are_caught():
     source = FakeSource()
-    settings = load_monitor_settings(CONFIG, env={})
-    published = []
-    monitor = PromptMonitor(settings, source, [])
-    monitor.publish = published.extend
+    monitor, published = watched(source)
     monitor.tick()
     assert source.recent_calls == 1  # the start-up read
     for _ in range(20):
@@ -216,9 +244,7 @@ def test_prompt_numbered_before_it_reaches_the_queue_is_not_missed():
     """ComfyUI bumps PromptServer.number before validating and queueing a prompt."""
     source = FakeSource()
     now = [1000.0]
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source, clock=lambda: now[0])
     monitor.tick()
     source.counter = 1  # numbered, still being validated: not in the queue yet
     now[0] += 1
@@ -237,8 +263,7 @@ def test_prompt_numbered_before_it_reaches_the_queue_is_not_missed():
 def test_a_prompt_that_fails_validation_stops_the_history_reads_after_a_while():
     source = FakeSource()
     now = [1000.0]
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
-    monitor.publish = lambda infos: None
+    monitor, _ = watched(source, clock=lambda: now[0])
     monitor.tick()
     source.counter = 1  # numbered, then refused by validation: never queued, never in history
     for _ in range(40):
@@ -255,9 +280,7 @@ def test_a_prompt_that_fails_validation_stops_the_history_reads_after_a_while():
 def test_a_prompt_run_under_an_explicit_number_is_caught_through_the_worker():
     """A client may post its own ``number``: the counter does not move, last_prompt_id does."""
     source = FakeSource()
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source)
     monitor.tick()
     source.history["px"] = finished(0.5)
     source.started = "px"
@@ -265,12 +288,30 @@ def test_a_prompt_run_under_an_explicit_number_is_caught_through_the_worker():
     assert [(i["id"], i["status"]) for i in published] == [("px", "completed")]
 
 
+def test_a_tick_that_fails_half_way_still_publishes_the_finals_it_built():
+    source = FakeSource()
+    monitor, published = watched(source)
+    monitor.tick()
+    source.pending = [QueueEntry(0, "p0", {}, ())]
+    source.counter = 1
+    monitor.tick()
+    source.pending = []
+    source.history["p0"] = finished(0)
+    source.counter = 2  # another prompt numbered: this tick will read history, and that read fails
+
+    def broken(max_items):
+        raise RuntimeError("history unreadable")
+
+    source.recent_history = broken
+    with pytest.raises(RuntimeError):
+        monitor.tick()
+    assert [(i["id"], i["status"]) for i in published] == [("p0", "pending"), ("p0", "completed")]
+    assert monitor.ticks == 3
+
+
 def test_a_late_tick_reads_as_many_entries_as_prompts_were_numbered():
     source = FakeSource()
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={"KY_MONITOR_HISTORY_MAX_ITEMS": "4"}),
-                            source, [])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source, env={"KY_MONITOR_HISTORY_MAX_ITEMS": "4"})
     monitor.tick()
     for number in range(30):  # 30 prompts ran while the monitor thread was starved
         source.history[f"p{number}"] = finished(number)
@@ -305,9 +346,7 @@ def test_the_last_prompt_of_a_long_burst_is_not_missed():
 
     source = Burst()
     now = [1000.0]
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source, clock=lambda: now[0])
     for _ in range(60):  # 15 s of ticks, each pending prompt runs and finishes in turn
         now[0] += 0.25
         monitor.tick()
@@ -398,9 +437,7 @@ def test_every_queued_prompt_gets_exactly_one_final_info_whenever_the_ticks_land
     rng = random.Random(seed)
     source = SimulatedComfy(rng, prompts=120, reject_rate=0.05)
     now = [1000.0]
-    monitor = PromptMonitor(load_monitor_settings(CONFIG, env={}), source, [], clock=lambda: now[0])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source, clock=lambda: now[0])
     monitor.tick()
     source.frozen = False
     while source.to_submit or source.validating or source.pending or source.running:
@@ -422,10 +459,8 @@ def test_every_queued_prompt_gets_exactly_one_final_info_whenever_the_ticks_land
 def test_optional_full_snapshot_resends_active_prompts():
     source = FakeSource()
     now = [1000.0]
-    settings = load_monitor_settings(CONFIG, env={"KY_MONITOR_SNAPSHOT_INTERVAL_SECONDS": "5"})
-    monitor = PromptMonitor(settings, source, [], clock=lambda: now[0])
-    published = []
-    monitor.publish = published.extend
+    monitor, published = watched(source, env={"KY_MONITOR_SNAPSHOT_INTERVAL_SECONDS": "5"},
+                                 clock=lambda: now[0])
     source.pending = [QueueEntry(0, "p0", {}, ()), QueueEntry(1, "p1", {}, ())]
     source.counter = 2
     monitor.tick()
