@@ -7,7 +7,9 @@ is dropped and counted, the one that loses least: the oldest message already
 superseded by a newer one for the same prompt, else the oldest that is not a
 final status, else the oldest. Failures are logged at most once per
 ``LOG_EVERY_SECONDS`` and retried with exponential backoff (the message waits
-at the head of the buffer, so a reconnect loses nothing that still fits).
+at the head of the buffer, so a reconnect loses nothing that still fits). A
+channel that can send many messages in one round trip (Redis pipelines) is
+handed up to its ``batch_size`` at a time.
 
 Optional client libraries (redis, rocketmq) are imported only when their
 channel is enabled.
@@ -49,6 +51,8 @@ class Envelope:
 
 
 class Channel(Protocol):
+    """``send`` one message; a channel with ``batch_size`` > 1 also has ``send_batch``."""
+
     name: str
 
     def send(self, message: Envelope) -> None: ...
@@ -79,6 +83,8 @@ class BufferedSender:
     def __init__(self, channel: Channel, maxsize: int = 1000) -> None:
         self.channel = channel
         self.maxsize = maxsize
+        # a channel that sends many messages in one round trip says how many (and has send_batch)
+        self._batch_size = max(1, int(getattr(channel, "batch_size", 1)))
         self._buffer: collections.deque[Envelope] = collections.deque()
         self._per_prompt: collections.Counter[str] = collections.Counter()  # messages buffered per prompt
         self._cond = threading.Condition()
@@ -151,21 +157,25 @@ class BufferedSender:
         except Exception:  # closing a broken client must not break shutdown
             logger.debug("closing monitor channel %s failed", self.channel.name, exc_info=True)
 
-    def _next(self) -> Envelope | None:
+    def _next(self) -> list[Envelope]:
+        """The oldest messages, up to the channel's batch size; they stay buffered until sent."""
         with self._cond:
             while not self._buffer and not self._stop.is_set():
                 self._cond.wait(0.5)
-            return self._buffer[0] if self._buffer else None
+            return list(itertools.islice(self._buffer, self._batch_size))
 
     def _run(self) -> None:
         backoff = INITIAL_BACKOFF
         while not self._stop.is_set():
-            message = self._next()
-            if message is None:
+            batch = self._next()
+            if not batch:
                 continue
             started = time.thread_time()
             try:
-                self.channel.send(message)
+                if len(batch) == 1:
+                    self.channel.send(batch[0])
+                else:
+                    self.channel.send_batch(batch)
             except Exception as exc:  # a sink must never raise into the monitor
                 self.failures += 1
                 self._fail_log(logging.WARNING, "monitor channel %s: send failed (%s: %s); retrying in %.1fs",
@@ -177,9 +187,10 @@ class BufferedSender:
             self.cpu_seconds += time.thread_time() - started
             backoff = INITIAL_BACKOFF
             with self._cond:
-                if self._buffer and self._buffer[0] is message:
-                    self._forget(self._buffer.popleft())
-            self.sent += 1
+                for message in batch:  # in buffer order; a message dropped meanwhile is no longer at the head
+                    if self._buffer and self._buffer[0] is message:
+                        self._forget(self._buffer.popleft())
+            self.sent += len(batch)
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent, "dropped": self.dropped, "failures": self.failures,
@@ -205,9 +216,14 @@ class PromptServerChannel:
 
 
 class RedisChannel:
-    """``PUBLISH`` to one channel; redis-py reconnects and retries with backoff."""
+    """``PUBLISH`` to one channel; redis-py reconnects and retries with backoff.
+
+    A backlog goes out in pipelines of ``batch_size`` PUBLISH commands (one
+    round trip each, no MULTI), in order.
+    """
 
     name = "redis"
+    batch_size = 100
 
     def __init__(self, host: str, port: int, db: int, channel_name: str,
                  password: str | None = None, socket_timeout: float = 5.0) -> None:
@@ -225,6 +241,12 @@ class RedisChannel:
 
     def send(self, message: Envelope) -> None:
         self.client.publish(self.channel_name, message.payload)
+
+    def send_batch(self, messages: list[Envelope]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for message in messages:
+            pipe.publish(self.channel_name, message.payload)
+        pipe.execute()
 
     def close(self) -> None:
         self.client.close()

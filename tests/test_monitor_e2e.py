@@ -173,3 +173,27 @@ def test_redis_outage_delays_nothing_and_the_monitor_recovers(monitored_comfyui,
     stats = server.get_json("/twitterchat/monitor/stats")
     assert stats["channels"]["redis"]["sent"] > before["channels"]["redis"]["sent"]
     assert json.dumps(stats).count("password") == 0
+
+
+def test_redis_channel_sends_a_backlog_in_order_in_pipelines(redis_for_monitor):
+    """A backlog (as after an outage) goes out in pipelines of batch_size, in order, none lost."""
+    from comfyui_twitterchat.monitor.channel import BufferedSender, Envelope, RedisChannel
+
+    channel_name = "twitterchat-test:backlog"
+    subscriber = RedisCollector(redis_for_monitor.port, channel_name)
+    channel = RedisChannel("127.0.0.1", redis_for_monitor.port, 0, channel_name)
+    sender = BufferedSender(channel, maxsize=1000)
+    batches = []
+    send_batch = channel.send_batch
+    channel.send_batch = lambda messages: (batches.append(len(messages)), send_batch(messages))
+    try:
+        for n in range(450):  # buffered before the sender starts, like a backlog after a reconnect
+            sender.offer(Envelope.of({"id": f"p{n}", "status": "completed", "n": n}))
+        sender.start()
+        assert wait_for(lambda: len(subscriber.messages) == 450, 30), len(subscriber.messages)
+    finally:
+        sender.stop()
+        subscriber.stop()
+    assert [info["n"] for _, info in subscriber.messages] == list(range(450))
+    assert batches == [100, 100, 100, 100, 50]
+    assert sender.stats()["sent"] == 450 and sender.pending == 0
