@@ -42,6 +42,7 @@ class PromptMonitor:
         self.unseen = UnseenPrompts(UNSEEN_EXPIRE_SECONDS, MAX_HISTORY_READ)
         self.history_reads = 0
         self._last_started: str | None = None
+        self._read_history_once = False
         self._last_snapshot = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,12 +87,16 @@ class PromptMonitor:
             if final is not None:
                 infos.append(final)
         span = unseen.history_span(tracker.finished_count)
-        if span or self.ticks == 0:  # the first tick picks up what finished before the monitor started
+        # The first read picks up what finished before the monitor started; a
+        # ComfyUI build without PromptServer.number gives nothing to account
+        # for, so its history is read every tick.
+        if span or not self._read_history_once or counter is None:
             history = self.source.recent_history(min(self.settings.history_max_items + span, MAX_HISTORY_READ))
             for prompt_id, summary in history.items():
                 unseen.saw(prompt_id, summary.number)
             infos.extend(tracker.observe_history(history, now_ms))
             self.history_reads += 1
+            self._read_history_once = True
         unseen.expire(now)
         interval = self.settings.snapshot_interval_seconds
         if interval > 0 and now - self._last_snapshot >= interval:

@@ -288,6 +288,19 @@ def test_a_prompt_run_under_an_explicit_number_is_caught_through_the_worker():
     assert [(i["id"], i["status"]) for i in published] == [("px", "completed")]
 
 
+def test_without_a_prompt_counter_history_is_read_every_tick():
+    """A ComfyUI build without PromptServer.number leaves nothing to account for."""
+    source = FakeSource()
+    source.counter = None
+    monitor, published = watched(source)
+    for _ in range(3):
+        monitor.tick()
+    assert source.recent_calls == 3
+    source.history["p0"] = finished(0)
+    monitor.tick()
+    assert [(i["id"], i["status"]) for i in published] == [("p0", "completed")]
+
+
 def test_a_tick_that_fails_half_way_still_publishes_the_finals_it_built():
     source = FakeSource()
     monitor, published = watched(source)
