@@ -219,7 +219,9 @@ class RedisChannel:
     """``PUBLISH`` to one channel; redis-py reconnects and retries with backoff.
 
     A backlog goes out in pipelines of ``batch_size`` PUBLISH commands (one
-    round trip each, no MULTI), in order.
+    round trip each, no MULTI), in order. A batch that fails part-way is sent
+    again whole, so after a reconnect a subscriber may see a message twice
+    (delivery is at least once, as with any retried PUBLISH).
     """
 
     name = "redis"
