@@ -58,6 +58,14 @@ def section(config: Mapping[str, Any], name: str, known: set[str], parent: str =
     return dict(value)
 
 
+def sources(config: Mapping[str, Any] | None, env: Mapping[str, str] | None, name: str,
+            known: set[str]) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """A settings class's two inputs: its config.json section (the file when ``config``
+    is None) and the environment (``os.environ`` when ``env`` is None)."""
+    values = section(config if config is not None else load_config(), name, known)
+    return values, os.environ if env is None else env
+
+
 def as_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -103,9 +111,7 @@ class LoggingSettings:
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None,
              env: Mapping[str, str] | None = None) -> "LoggingSettings":
-        env = os.environ if env is None else env
-        values = section(config if config is not None else load_config(), "logging",
-                         {"level", "log_dir"})
+        values, env = sources(config, env, "logging", {"level", "log_dir"})
         level = str(env.get("TWITTERCHAT_LOG_LEVEL", values.get("level", cls.level))).upper()
         if level not in LOG_LEVELS:
             raise ConfigError(f"logging.level / TWITTERCHAT_LOG_LEVEL: {level!r} is not one of "
@@ -122,9 +128,7 @@ class ContextSettings:
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None,
              env: Mapping[str, str] | None = None) -> "ContextSettings":
-        env = os.environ if env is None else env
-        values = section(config if config is not None else load_config(), "context",
-                         {"weather_url", "weather_timeout_seconds"})
+        values, env = sources(config, env, "context", {"weather_url", "weather_timeout_seconds"})
         url = env.get("TWITTERCHAT_WEATHER_URL", values.get("weather_url", cls.weather_url)) or ""
         if url and not url.startswith(("http://", "https://")):
             raise ConfigError(f"context.weather_url / TWITTERCHAT_WEATHER_URL: not an http(s) URL: {url!r}")
@@ -140,6 +144,5 @@ class OutputSettings:
     @classmethod
     def load(cls, config: Mapping[str, Any] | None = None,
              env: Mapping[str, str] | None = None) -> "OutputSettings":
-        env = os.environ if env is None else env
-        values = section(config if config is not None else load_config(), "output", {"output_dir"})
+        values, env = sources(config, env, "output", {"output_dir"})
         return cls(output_dir=str(env.get("OUTPUT_DIR") or values.get("output_dir") or ""))
