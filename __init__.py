@@ -27,7 +27,8 @@ def _setup_logging() -> None:
 
 
 def _register_monitor() -> None:
-    """Inside ComfyUI, ask to be started with the server; outside it, do nothing."""
+    """Inside ComfyUI, ask the monitor and the task service to start with the server;
+    outside it, do nothing."""
     server_module = _sys.modules.get("server")
     server = getattr(getattr(server_module, "PromptServer", None), "instance", None)
     if server is None or not hasattr(server, "app"):
@@ -38,6 +39,12 @@ def _register_monitor() -> None:
         register(server)
     except Exception:  # a node pack must never stop ComfyUI from starting
         _logging.getLogger("twitterchat.monitor").exception("could not register the prompt monitor")
+    try:
+        from .service.app import register as register_service
+
+        register_service(server)
+    except Exception:
+        _logging.getLogger("twitterchat.service").exception("could not register the task service")
 
 
 _setup_logging()

@@ -45,8 +45,11 @@ class PromptMonitor:
         self._read_history_once = False
         self._last_snapshot = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.listener_errors = 0
 
     # -- one tick ----------------------------------------------------------
     def tick(self) -> list[dict[str, Any]]:
@@ -115,6 +118,21 @@ class PromptMonitor:
                 sender.offer(message)
             self.published += 1
             logger.debug("published %s %s", message.prompt_id, message.status)
+        if infos:
+            for listener in self._listeners:
+                try:
+                    listener(infos)
+                except Exception:  # a listener (the task service) must not stop the monitor
+                    self.listener_errors += 1
+                    logger.exception("monitor listener failed; the monitor keeps going")
+
+    def add_listener(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Call ``listener(infos)`` in the monitor's thread with every tick's published infos."""
+        self._listeners.append(listener)
+
+    def wake(self) -> None:
+        """Tick now instead of at the next interval (e.g. a prompt just left the queue)."""
+        self._wake.set()
 
     # -- thread ------------------------------------------------------------
     def start(self) -> "PromptMonitor":
@@ -131,7 +149,11 @@ class PromptMonitor:
 
     def _run(self) -> None:
         failures = 0
-        while not self._stop.wait(self.settings.frequency_seconds):
+        while True:
+            self._wake.wait(self.settings.frequency_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             started = time.thread_time()
             try:
                 self.tick()
@@ -146,6 +168,7 @@ class PromptMonitor:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -154,6 +177,7 @@ class PromptMonitor:
 
     def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "published": self.published, "tick_errors": self.tick_errors,
+                "listener_errors": self.listener_errors,
                 "history_reads": self.history_reads, "never_seen": self.unseen.expired,
                 "cpu_seconds": round(self.cpu_seconds, 6),
                 "channels": {s.channel.name: s.stats() for s in self.senders}}
@@ -179,21 +203,31 @@ _monitor: PromptMonitor | None = None
 _monitor_lock = threading.Lock()
 
 
-def start_monitor(server: Any, settings: MonitorSettings | None = None) -> PromptMonitor | None:
-    """Start the process-wide monitor once; ``None`` when it is disabled."""
+def start_monitor(server: Any, settings: MonitorSettings | None = None, *,
+                  required: bool = False) -> PromptMonitor | None:
+    """Start the process-wide monitor once; ``None`` when it is disabled.
+
+    ``required`` (the task service needs the monitor's tracking): a monitor
+    disabled by configuration still runs, with every channel off.
+    """
     global _monitor
     with _monitor_lock:
         if _monitor is not None:
             return _monitor
         settings = settings or load_monitor_settings()
-        if not settings.enabled:
+        if not settings.enabled and not required:
             logger.info("prompt monitor disabled by configuration")
             return None
         from .comfy_source import ComfySource
 
-        _monitor = PromptMonitor(settings, ComfySource(server), build_senders(settings, server)).start()
+        senders = build_senders(settings, server) if settings.enabled else []
+        _monitor = PromptMonitor(settings, ComfySource(server), senders).start()
         atexit.register(stop_monitor)
         return _monitor
+
+
+def current_monitor() -> PromptMonitor | None:
+    return _monitor
 
 
 def stop_monitor() -> None:

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .settings import PACK_ROOT, ConfigError, as_float, as_int, load_config, section
 from .structured_logger import log_api_call
@@ -284,6 +284,23 @@ def packaged_model_path() -> Path:
 
 # -- the pool -------------------------------------------------------------------
 
+_call_observers: list[Callable[[str, float, str | None], None]] = []
+
+
+def add_call_observer(observer: Callable[[str, float, str | None], None]) -> None:
+    """Call ``observer(profile, seconds, error_kind or None)`` after every LLM call (metrics)."""
+    if observer not in _call_observers:
+        _call_observers.append(observer)
+
+
+def _notify_observers(profile: str, seconds: float, error: str | None) -> None:
+    for observer in list(_call_observers):
+        try:
+            observer(profile, seconds, error)
+        except Exception:  # metrics must never fail a generation
+            logger.debug("LLM call observer failed", exc_info=True)
+
+
 class LLMClientPool:
     def __init__(self, max_concurrent: int | None = None, settings: LLMSettings | None = None) -> None:
         self.settings = settings or LLMSettings.load()
@@ -318,6 +335,7 @@ class LLMClientPool:
             finally:
                 with self._stats_lock:
                     self.in_flight -= 1
+                _notify_observers(profile.name, time.monotonic() - started, None if status == "ok" else str(status))
                 log_api_call(logger, profile.kind, profile.model if profile.kind == "openai" else "embedded",
                              time.monotonic() - started, status=status, tag=request.tag)
         if not text or not text.strip():

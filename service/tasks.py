@@ -1,0 +1,331 @@
+"""TaskService: feeds stored tasks to ComfyUI a few at a time and follows them to the end.
+
+- The store (SQLite) is the truth; every call into it runs on one store thread.
+- The feeder (an asyncio task on ComfyUI's loop) keeps at most ``max_inflight``
+  of the service's prompts in ComfyUI's queue, refilling in priority then
+  submission order; the ComfyUI prompt id is the task id.
+- Task states come from the prompt monitor's infos (a listener on its
+  tick). When one of our prompts leaves ComfyUI's queue the feeder wakes the
+  monitor, so the final state is published at once, not at the next tick.
+- After a restart, tasks that were in ComfyUI's queue or running are queued
+  again (attempts + 1) or failed with reason ``restarted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..monitor.query import outcome
+from ..utils.structured_logger import redact_value
+from .comfy_bridge import ComfyBridge, InvalidWorkflow, files_from_outputs
+from .config import ServiceSettings
+from .events import EventHub
+from .store import (CANCELLED, COMPLETED, FAILED, FINAL, RUNNING, SUBMITTED, WAITING, Event, NewTask, Store,
+                    parse_iso)
+from .templates import TemplateError, build_workflow
+
+logger = logging.getLogger("twitterchat.service")
+
+LOST_AFTER_SECONDS = 10.0  # a prompt gone from the queue with no final info by then is settled from history
+OUTPUT_MANAGER = "OutputManager"
+
+
+class TaskService:
+    def __init__(self, settings: ServiceSettings, store: Store, bridge: ComfyBridge, *,
+                 worker: str, output_root: Callable[[], Path], websocket: Callable[[str, Any], None] | None,
+                 monitor: Any = None, metrics: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.bridge = bridge
+        self.worker = worker
+        self.output_root = output_root
+        self.websocket = websocket
+        self.monitor = monitor
+        self.metrics = metrics
+        self.hub = EventHub()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="twitterchat-store")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.inflight: set[str] = set()      # submitted or running, as far as this process knows
+        self._submitting: set[str] = set()
+        self._gone_since: dict[str, float] = {}
+        self._work: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.started = False
+
+    # -- plumbing ----------------------------------------------------------
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a store call on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    def published(self, events: list[Event]) -> None:
+        """On the loop: wake event streams and tell websocket clients."""
+        if not events:
+            return
+        self.hub.notify()
+        if self.websocket is not None:
+            for event in events:
+                try:
+                    self.websocket(f"twitterchat.{event.kind}", event.data)
+                except RuntimeError:  # the loop is closing
+                    return
+        if self.metrics is not None:
+            self.metrics.observe_events(events)
+
+    def _publish_threadsafe(self, events: list[Event], finished: list[str] = ()) -> None:
+        if self.loop is None or not (events or finished):
+            return
+
+        def on_loop() -> None:
+            for task_id in finished:
+                self.inflight.discard(task_id)
+                self._gone_since.pop(task_id, None)
+            self.published(events)
+
+        self.loop.call_soon_threadsafe(on_loop)
+
+    def kick(self) -> None:
+        if self._work is not None:
+            self._work.set()
+
+    # -- start -------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._work = asyncio.Event()
+        events = await self.run(self.store.requeue_after_restart, self.settings.max_attempts)
+        if events:
+            logger.info("task service: %d task(s) were in ComfyUI when it stopped; requeued or failed "
+                        "by their attempts", sum(1 for e in events if e.kind == "task"))
+        self.published(events)
+        self.inflight = set(await self.run(self.store.ids_in_states, (SUBMITTED, RUNNING)))
+        if self.monitor is not None:
+            self.monitor.add_listener(self.on_infos)
+        self._tasks.append(asyncio.create_task(self._feed_loop(), name="twitterchat-feeder"))
+        self.started = True
+        self.kick()
+
+    # -- feeding -----------------------------------------------------------
+    async def _feed_loop(self) -> None:
+        while True:
+            try:
+                if not self.inflight and self.store.counts[WAITING] == 0:
+                    await self._work.wait()
+                self._work.clear()
+                await self._feed_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the feeder must keep going; the next pass tries again
+                logger.exception("task service: feeding ComfyUI failed; retrying")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.settings.poll_seconds)
+
+    async def _feed_once(self) -> None:
+        present = self.bridge.present(self.inflight | self._submitting)
+        gone = self.inflight - present - self._submitting
+        now = time.monotonic()
+        if gone and self.monitor is not None and any(t not in self._gone_since for t in gone):
+            self.monitor.wake()  # the final info goes out now, not at the next tick
+        for task_id in gone:
+            since = self._gone_since.setdefault(task_id, now)
+            if now - since > LOST_AFTER_SECONDS:
+                self._gone_since[task_id] = now  # look again later, not every pass
+                self.executor.submit(self._settle_lost, task_id)
+        room = self.settings.max_inflight - len(present)
+        if room <= 0 or self.store.counts[WAITING] == 0:
+            return
+        for task_id, spec in await self.run(self.store.next_waiting, room):
+            await self._submit_one(task_id, spec)
+
+    async def _submit_one(self, task_id: str, spec: Mapping[str, Any]) -> None:
+        moved, events = await self.run(self.store.mark_submitted, task_id, self.worker)
+        if not moved:
+            return
+        self._submitting.add(task_id)
+        self.inflight.add(task_id)
+        self.published(events)
+        try:
+            workflow = spec.get("workflow") or build_workflow(spec["template"], spec.get("params") or {})
+            await self.bridge.enqueue(task_id, workflow)
+        except (InvalidWorkflow, TemplateError) as exc:
+            error = {"type": "invalid_workflow", "message": str(exc),
+                     "node_errors": getattr(exc, "node_errors", {})}
+            await self._finish(task_id, FAILED, error=redact_value(error))
+        except Exception as exc:  # a task must end, never hang in 'submitted'
+            logger.exception("task %s could not be handed to ComfyUI", task_id)
+            await self._finish(task_id, FAILED, error={"type": "enqueue_failed",
+                                                       "message": redact_value(str(exc))[:500]})
+        finally:
+            self._submitting.discard(task_id)
+        if await self.run(self.store.cancel_requested, task_id):
+            await self._cancel_in_comfy(task_id)
+
+    async def _finish(self, task_id: str, state: str, **fields: Any) -> dict[str, Any] | None:
+        data, events = await self.run(self.store.finish, task_id, state, **fields)
+        self.inflight.discard(task_id)
+        self.published(events)
+        return data
+
+    # -- monitor infos (monitor thread) -> store (store thread) ------------
+    def on_infos(self, infos: list[dict[str, Any]]) -> None:
+        own = [info for info in infos if info.get("id") in self.inflight]
+        if own:
+            self.executor.submit(self._apply_infos, own)
+
+    def _apply_infos(self, infos: list[dict[str, Any]]) -> None:
+        events: list[Event] = []
+        finished: list[str] = []
+        for info in infos:
+            task_id = info["id"]
+            try:
+                status = info.get("status")
+                if status in FINAL:
+                    events.extend(self._finish_from_info(task_id, info))
+                    finished.append(task_id)
+                elif status in ("pending", "running"):
+                    events.extend(self.store.observe(
+                        task_id, status, progress=info.get("progress"), current_node=info.get("current_node"),
+                        queue_position=info.get("queue_position"), started_at=parse_iso(info.get("start_time"))))
+            except Exception:  # one bad info must not lose the others
+                logger.exception("task service: could not apply the monitor's info for task %s", task_id)
+        self._publish_threadsafe(events, finished)
+
+    def _finish_from_info(self, task_id: str, info: Mapping[str, Any]) -> list[Event]:
+        status = info["status"]
+        error = info.get("error_info")
+        if status == CANCELLED:
+            error = self._cancel_reason(task_id, history=info.get("type") == "history")
+        elif error is not None:
+            error = redact_value(dict(error))
+        outputs = self._outputs(task_id) if status != CANCELLED or info.get("type") == "history" else []
+        _, events = self.store.finish(task_id, status, error=error, outputs=outputs,
+                                      started_at=parse_iso(info.get("start_time")),
+                                      finished_at=parse_iso(info.get("end_time")))
+        return events
+
+    def _cancel_reason(self, task_id: str, history: bool) -> dict[str, Any]:
+        if self.store.cancel_requested(task_id):
+            return {"type": "cancelled", "message": "cancelled by request"}
+        if history:
+            return {"type": "interrupted", "message": "interrupted in ComfyUI (its Cancel button or /interrupt)"}
+        return {"type": "removed", "message": "removed from ComfyUI's queue before it ran (e.g. Clear Queue)"}
+
+    def _settle_lost(self, task_id: str) -> None:
+        """Store thread: a prompt left ComfyUI's queue and no final info came; settle it from history."""
+        if task_id not in self.inflight:
+            return
+        try:
+            summary = self.bridge.history_summary(task_id)
+        except Exception:
+            logger.exception("task %s: reading ComfyUI's history failed", task_id)
+            return
+        if summary is None:
+            _, events = self.store.finish(task_id, CANCELLED, error=self._cancel_reason(task_id, history=False),
+                                          only_from=(SUBMITTED, RUNNING))
+        else:
+            status, error, start, end = outcome(summary)
+            if status == CANCELLED:
+                error = self._cancel_reason(task_id, history=True)
+            _, events = self.store.finish(task_id, status, error=redact_value(error) if error else error,
+                                          outputs=self._outputs(task_id),
+                                          started_at=start / 1000 if start else None,
+                                          finished_at=end / 1000 if end else None)
+        logger.warning("task %s: no final info from the monitor %.0fs after it left ComfyUI's queue; "
+                       "settled from history", task_id, LOST_AFTER_SECONDS)
+        self._publish_threadsafe(events, [task_id])
+
+    # -- outputs -----------------------------------------------------------
+    def _outputs(self, task_id: str) -> list[dict[str, Any]]:
+        outputs = self.bridge.history_outputs(task_id)
+        if not outputs:
+            return []
+        result = files_from_outputs(outputs)
+        spec = self.store.task_spec(task_id) or {}
+        workflow = spec.get("workflow")
+        if workflow is None and spec.get("template"):
+            try:
+                workflow = build_workflow(spec["template"], spec.get("params") or {})
+            except TemplateError:
+                workflow = {}
+        savers = {nid for nid, node in (workflow or {}).items()
+                  if isinstance(node, Mapping) and node.get("class_type") == OUTPUT_MANAGER}
+        for node_id in sorted(savers):
+            for folder in (outputs.get(node_id) or {}).get("text") or ():
+                post = self._read_post(node_id, folder)
+                if post is not None:
+                    result.append(post)
+        return result
+
+    def _read_post(self, node_id: str, folder: str) -> dict[str, Any] | None:
+        """An OutputManager folder's post, inline; never a path outside the output folder."""
+        from ..utils.file_lock import read_json
+
+        try:
+            root = self.output_root().resolve()
+            path = Path(folder).resolve()
+            if root not in path.parents:
+                return None
+            metadata = read_json(path / "metadata.json")
+        except (OSError, ValueError):
+            return None
+        if not isinstance(metadata, Mapping):
+            return None
+        content = metadata.get("content") or {}
+        return {"node_id": str(node_id), "kind": "post", "folder": path.relative_to(root).as_posix(),
+                "user_id": metadata.get("user_id"), "date": metadata.get("date"),
+                "text": content.get("tweet_text"), "scene_hint": content.get("scene_hint")}
+
+    # -- cancelling --------------------------------------------------------
+    async def cancel(self, task_id: str) -> dict[str, Any] | None:
+        state = await self.run(self.store.task_state, task_id)
+        if state is None:
+            return None
+        if state in FINAL:
+            return {"task_id": task_id, "status": state, "cancelled": False,
+                    "message": f"the task had already {'finished' if state == COMPLETED else 'ended'} "
+                               f"({state}); nothing changed"}
+        await self.run(self.store.request_cancel, task_id)
+        if state == WAITING:
+            data = await self._finish(task_id, CANCELLED, error={"type": "cancelled", "message": "cancelled by "
+                                                                 "request before it was sent to ComfyUI"},
+                                      only_from=(WAITING,))
+            if data is not None:
+                return {"task_id": task_id, "status": CANCELLED, "cancelled": True,
+                        "message": "cancelled before it was sent to ComfyUI"}
+        if task_id in self._submitting:
+            return {"task_id": task_id, "status": "queued", "cancelled": True,
+                    "message": "cancel requested; the prompt is removed as soon as it reaches ComfyUI's queue"}
+        return await self._cancel_in_comfy(task_id)
+
+    async def _cancel_in_comfy(self, task_id: str) -> dict[str, Any]:
+        if self.bridge.delete_pending(task_id):
+            await self._finish(task_id, CANCELLED, error={"type": "cancelled", "message": "cancelled by request "
+                                                          "while waiting in ComfyUI's queue"})
+            return {"task_id": task_id, "status": CANCELLED, "cancelled": True,
+                    "message": "removed from ComfyUI's queue"}
+        if self.bridge.interrupt_running(task_id):
+            return {"task_id": task_id, "status": "running", "cancelled": True,
+                    "message": "interrupt sent; the task ends cancelled when its current node yields"}
+        task = await self.run(self.store.get_task, task_id)
+        status = task["status"] if task else "unknown"
+        return {"task_id": task_id, "status": status, "cancelled": status == CANCELLED,
+                "message": "the prompt was no longer in ComfyUI's queue; its final state is as shown"}
+
+    async def cancel_batch(self, batch_id: str) -> int | None:
+        if await self.run(self.store.get_batch, batch_id) is None:
+            return None
+        ids = await self.run(self.store.batch_task_ids, batch_id, (WAITING, SUBMITTED, RUNNING))
+        count = 0
+        for task_id in ids:
+            answer = await self.cancel(task_id)
+            count += bool(answer and answer["cancelled"])
+        return count
+
+    # -- health ------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        counts = self.store.api_counts()
+        return {"started": self.started, "inflight": len(self.inflight), "waiting": self.store.counts[WAITING],
+                "counts": counts}
