@@ -45,6 +45,12 @@ def _register_monitor() -> None:
         register_service(server)
     except Exception:
         _logging.getLogger("twitterchat.service").exception("could not register the task service")
+    try:
+        from .dashboard import register as register_dashboard
+
+        register_dashboard(server)
+    except Exception:
+        _logging.getLogger("twitterchat.dashboard").exception("could not register the dashboard page")
 
 
 _setup_logging()

@@ -482,9 +482,13 @@ class Store:
 
     def finish(self, task_id: str, state: str, *, error: dict[str, Any] | None = None,
                outputs: list[dict[str, Any]] | None = None, started_at: float | None = None,
-               finished_at: float | None = None, only_from: Iterable[str] | None = None
-               ) -> tuple[dict[str, Any] | None, list[Event]]:
-        """Move a task to a final state (once); returns its JSON when it moved."""
+               finished_at: float | None = None, only_from: Iterable[str] | None = None,
+               ran: bool = False) -> tuple[dict[str, Any] | None, list[Event]]:
+        """Move a task to a final state (once); returns its JSON when it moved.
+
+        ``ran``: ComfyUI's history shows the prompt started (a task never seen
+        running gets its ``running`` event first).
+        """
         assert state in FINAL
 
         def work(events: list[Event]) -> dict[str, Any] | None:
@@ -493,6 +497,14 @@ class Store:
                 return None
             if only_from is not None and row["state"] not in only_from:
                 return None
+            if ran and row["state"] == SUBMITTED:
+                # It ran between two monitor ticks: say so, so every follower sees queued -> running -> final.
+                self.db.execute("UPDATE tasks SET state = ?, queue_position = 0, started_at = COALESCE(?, "
+                                "started_at, ?) WHERE task_id = ?", (RUNNING, started_at, self.clock(), task_id))
+                self._set_state(row, RUNNING)
+                self._task_changed(events, task_id)
+                self._move_batch_count(events, row["batch_id"], SUBMITTED, RUNNING)
+                row = self._task_row(task_id)
             progress = 1.0 if state == COMPLETED else row["progress"]
             self.db.execute(
                 "UPDATE tasks SET state = ?, progress = ?, current_node = NULL, queue_position = NULL, "

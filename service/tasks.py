@@ -203,7 +203,8 @@ class TaskService:
         outputs = self._outputs(task_id) if status != CANCELLED or info.get("type") == "history" else []
         _, events = self.store.finish(task_id, status, error=error, outputs=outputs,
                                       started_at=parse_iso(info.get("start_time")),
-                                      finished_at=parse_iso(info.get("end_time")))
+                                      finished_at=parse_iso(info.get("end_time")),
+                                      ran=info.get("type") == "history" and info.get("start_time") is not None)
         return events
 
     def _cancel_reason(self, task_id: str, history: bool) -> dict[str, Any]:
@@ -232,7 +233,7 @@ class TaskService:
             _, events = self.store.finish(task_id, status, error=redact_value(error) if error else error,
                                           outputs=self._outputs(task_id),
                                           started_at=start / 1000 if start else None,
-                                          finished_at=end / 1000 if end else None)
+                                          finished_at=end / 1000 if end else None, ran=start is not None)
         logger.warning("task %s: no final info from the monitor %.0fs after it left ComfyUI's queue; "
                        "settled from history", task_id, LOST_AFTER_SECONDS)
         self._publish_threadsafe(events, [task_id])

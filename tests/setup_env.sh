@@ -24,6 +24,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# A real browser for the page tests: Debian's chromium and its matching driver
+# (browsers that download their own build cannot install here).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromium/chromedriver are missing; install them (e.g. sudo apt-get install chromium chromium-driver)" >&2
+    exit 1
+  fi
+fi
 # The Debian package starts a system-wide redis on port 6379; the tests start
 # their own on free ports and never use that one.
 
