@@ -47,6 +47,7 @@ class TaskService:
         self.websocket = websocket
         self.monitor = monitor
         self.metrics = metrics
+        self.webhooks: Any = None  # the WebhookSender, once started
         self.hub = EventHub()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="twitterchat-store")
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -67,6 +68,8 @@ class TaskService:
         if not events:
             return
         self.hub.notify()
+        if self.webhooks is not None and any(e.data.get("status") in (*FINAL, "finished") for e in events):
+            self.webhooks.wake.set()  # a final state may have put a delivery in the outbox
         if self.websocket is not None:
             for event in events:
                 try:
