@@ -138,8 +138,8 @@ def _read_workflow(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not JSON: {exc}") from None
-    if isinstance(workflow, dict) and "nodes" in workflow and "links" in workflow:
-        raise UsageError(f"{path} is a UI-format workflow; export it from ComfyUI with 'Export (API)'")
+    # A UI-format file (nodes/links) is sent as it is: the server converts it with its own
+    # node definitions, or refuses it saying to export the API format.
     if not isinstance(workflow, dict) or not workflow:
         raise UsageError(f"{path} must hold an API-format workflow: an object of nodes by id")
     return workflow

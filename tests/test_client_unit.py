@@ -476,9 +476,10 @@ def test_local_mistakes_exit_with_status_2_before_any_request(tmp_path, capsys):
     no_cards = str(tmp_path / "*.json")
     assert cli.main(["--url", unreachable, "batch", "--personas", no_cards, "--days", "3"]) == 2
     assert "no persona file matches" in capsys.readouterr().err
-    ui_workflow = EXAMPLES_DIR / "workflow.json"
-    assert cli.main(["--url", unreachable, "submit", str(ui_workflow)]) == 2
-    assert "UI-format workflow" in capsys.readouterr().err
+    not_json = tmp_path / "broken.json"
+    not_json.write_text("{nope")
+    assert cli.main(["--url", unreachable, "submit", str(not_json)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
     assert cli.main(["--url", "ftp://host", "--token", TOKEN, "status", "t1"]) == 2
     err = capsys.readouterr().err
     assert "http://host:port" in err and TOKEN not in err

@@ -271,3 +271,81 @@ def test_health_and_metrics(service):
     assert 'twitterchat_llm_requests_total{profile="openai"}' in text
     assert 'twitterchat_monitor_sent_total{channel="websocket"}' in text
     assert "twitterchat_waiting_tasks" in text
+
+
+def run_cli(service, *args, env=None, timeout=240):
+    """The `twitterchat` command as a user runs it (the pack loaded from this checkout)."""
+    import os
+    import subprocess
+    import sys
+
+    from pack_paths import PACK_ROOT
+
+    bootstrap = ("import sys; sys.path.insert(0, sys.argv[1]); from pack_paths import load_pack; load_pack(); "
+                 "from comfyui_twitterchat.client.cli import main; sys.exit(main(sys.argv[2:]))")
+    return subprocess.run([sys.executable, "-c", bootstrap, str(PACK_ROOT / "tests" / "harness"), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TWITTERCHAT_URL": service.url, **(env or {})})
+
+
+def test_python_client_sync_and_async(service):
+    import asyncio
+
+    from comfyui_twitterchat.client import AsyncTwitterChatClient, TwitterChatClient, TwitterChatError
+
+    with TwitterChatClient(service.url) as client:
+        batch = client.submit_batch("client batch", tasks=[
+            {"workflow": probe_workflow(seconds=0.3, steps=3, width=800 + i)} for i in range(4)]
+            + [{"workflow": probe_workflow(seconds=0.05, width=810, fail="client sees this")}])
+        results = client.wait_for_batch(batch["batch_id"], timeout=120)
+        assert sorted(r["status"] for r in results) == ["completed"] * 4 + ["failed"]
+        assert {r["task_id"] for r in results} == set(batch["task_ids"])
+        assert client.get_batch(batch["batch_id"])["status"] == "finished"
+        one = client.submit_task(probe_workflow(seconds=0.05, width=820), metadata={"via": "client"})
+        final = client.wait(one["task_id"], timeout=60)
+        assert final["status"] == "completed" and final["metadata"] == {"via": "client"}
+        with pytest.raises(TwitterChatError) as refused:
+            client.submit_task({"1": {"class_type": "NoSuchNode", "inputs": {}}})
+        assert refused.value.status == 400 and refused.value.type == "invalid_workflow"
+
+    async def run_async():
+        async with AsyncTwitterChatClient(service.url) as client:
+            task = await client.submit_task(probe_workflow(seconds=0.05, width=830))
+            return await client.wait(task["task_id"], timeout=60)
+
+    assert asyncio.run(run_async())["status"] == "completed"
+
+
+def test_cli_submit_batch_status_cancel_and_exit_codes(service, tmp_path):
+    from pack_paths import EXAMPLES_DIR
+
+    good = tmp_path / "good_api.json"
+    good.write_text(json.dumps(probe_workflow(seconds=0.05, width=900)))
+    done = run_cli(service, "submit", str(good), "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    task_id = json.loads(done.stdout)["task_id"]
+    assert task(service, task_id)["status"] == "completed"
+    bad = tmp_path / "fails_api.json"
+    bad.write_text(json.dumps(probe_workflow(seconds=0.05, width=901, fail="cli failure")))
+    failed = run_cli(service, "submit", str(bad), "--wait")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    status = run_cli(service, "status", task_id, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    for i in range(2):
+        card = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text())
+        card["data"]["name"] = f"CLI {i}"
+        (cards / f"cli_persona_{i}.json").write_text(json.dumps(card))
+    batch = run_cli(service, "batch", "--personas", str(cards / "*.json"), "--days", "1",
+                    "--llm-profile", "openai", "--watch")
+    assert batch.returncode == 0, batch.stdout + batch.stderr
+    slow = tmp_path / "slow_api.json"
+    slow.write_text(json.dumps(probe_workflow(seconds=20, steps=40, width=902)))
+    queued = run_cli(service, "submit", str(slow), "--json")
+    slow_id = json.loads(queued.stdout)["task_id"]
+    cancelled = run_cli(service, "cancel", slow_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert wait_final(service.url, [slow_id], timeout=60)[slow_id]["status"] == "cancelled"
+    unreachable = run_cli(service, "status", task_id, env={"TWITTERCHAT_URL": "http://127.0.0.1:9"})
+    assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
