@@ -78,11 +78,12 @@ def check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         raise WebhookURLError(f"webhook host {host!r} is not public; allow it in TWITTERCHAT_WEBHOOK_ALLOWED_HOSTS")
     try:
-        if not _is_public(host.strip("[]")):
-            raise WebhookURLError(f"webhook address {host} is not public (private, loopback or link-local); "
-                                  "allow it in TWITTERCHAT_WEBHOOK_ALLOWED_HOSTS")
+        public = _is_public(host.strip("[]"))
     except ValueError:
-        pass  # a name: resolved and checked before each send
+        return url  # a name: resolved and checked before each send
+    if not public:
+        raise WebhookURLError(f"webhook address {host} is not public (private, loopback or link-local); "
+                              "allow it in TWITTERCHAT_WEBHOOK_ALLOWED_HOSTS")
     return url
 
 
