@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -265,14 +266,13 @@ class TaskService:
 
     def _read_post(self, node_id: str, folder: str) -> dict[str, Any] | None:
         """An OutputManager folder's post, inline; never a path outside the output folder."""
-        from ..utils.file_lock import read_json
-
         try:
             root = self.output_root().resolve()
             path = Path(folder).resolve()
             if root not in path.parents:
                 return None
-            metadata = read_json(path / "metadata.json")
+            # written atomically and last (tools/post_output.py): present means complete
+            metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if not isinstance(metadata, Mapping):
