@@ -22,7 +22,7 @@ from aiohttp import web
 
 from .comfy_bridge import InvalidWorkflow, is_loopback_only, listen_addresses
 from .store import API_STATUSES, NewTask, StoreError
-from .templates import PERSONA_POSTS, TemplateError, check_params, persona_user_id
+from .templates import PERSONA_POSTS, TemplateError, build_workflow, check_params, persona_user_id
 from .ui_workflow import UIWorkflowError, is_ui_workflow, ui_to_api
 from .webhooks import WebhookURLError, check_url
 
@@ -151,6 +151,10 @@ class Api:
                 params = check_params(body.get("params") or {}, self.persona_folders)
             except TemplateError as exc:
                 raise ApiError(400, "invalid_params", f"{where}: {exc}") from None
+            if validated is None or PERSONA_POSTS not in validated:  # nodes and links are the same every time
+                await self.workflow(build_workflow(PERSONA_POSTS, params), where)
+                if validated is not None:
+                    validated[PERSONA_POSTS] = {}
             return NewTask(spec={"template": PERSONA_POSTS, "params": params}, priority=priority,
                            metadata=metadata, webhook_url=webhook_url, user_id=params["user_id"])
         workflow = await self.workflow(body["workflow"], where, validated)
@@ -238,12 +242,17 @@ class Api:
         return await self.idempotent(request, raw, [task], None,
                                      lambda ids, _: {"task_id": ids[0], "status": "queued", "batch_id": None})
 
-    async def get_task(self, request: web.Request) -> web.Response:
+    async def found(self, request: web.Request, what: str) -> web.Response:
+        """GET one task or batch by its id from the path."""
+        item_id = request.match_info[f"{what}_id"]
         service = self.service
-        task = await service.run(service.store.get_task, request.match_info["task_id"])
-        if task is None:
-            raise ApiError(404, "not_found", f"no task {request.match_info['task_id']!r}")
-        return web.json_response(task)
+        item = await service.run(getattr(service.store, f"get_{what}"), item_id)
+        if item is None:
+            raise ApiError(404, "not_found", f"no {what} {item_id!r}")
+        return web.json_response(item)
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        return await self.found(request, "task")
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         status = request.query.get("status") or None
@@ -279,6 +288,7 @@ class Api:
             tasks = await self.batch_tasks(body)
         elif body.get("template") == PERSONA_POSTS:
             tasks = self.persona_tasks(body)
+            await self.check_template(tasks)
         else:
             raise ApiError(400, "invalid_request", "a batch needs 'tasks' or 'template': 'persona_posts' with "
                                                    "'personas'")
@@ -328,12 +338,13 @@ class Api:
                                  user_id=params["user_id"]))
         return tasks
 
+    async def check_template(self, tasks: list[NewTask]) -> None:
+        """The template's workflow, validated by ComfyUI once per request (values differ per persona,
+        nodes and links do not)."""
+        await self.workflow(build_workflow(PERSONA_POSTS, tasks[0].spec["params"]), "personas[0]")
+
     async def get_batch(self, request: web.Request) -> web.Response:
-        service = self.service
-        batch = await service.run(service.store.get_batch, request.match_info["batch_id"])
-        if batch is None:
-            raise ApiError(404, "not_found", f"no batch {request.match_info['batch_id']!r}")
-        return web.json_response(batch)
+        return await self.found(request, "batch")
 
     async def list_batches(self, request: web.Request) -> web.Response:
         limit, cursor = _page(request)

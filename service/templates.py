@@ -41,7 +41,19 @@ def _int(params: Mapping[str, Any], key: str, default: int, low: int, high: int)
     return value
 
 
-def check_params(params: Any, folders: Callable[[], list[Path]]) -> dict[str, Any]:
+def known_profiles() -> set[str]:
+    """LLM profile names a task may name (``auto`` and the configured ones)."""
+    from ..utils.llm_client import LLMSettings
+    from ..utils.settings import ConfigError
+
+    try:
+        return {"auto", *LLMSettings.load().profiles}
+    except ConfigError:
+        return {"auto"}
+
+
+def check_params(params: Any, folders: Callable[[], list[Path]],
+                 profiles: Callable[[], set[str]] = known_profiles) -> dict[str, Any]:
     """Validated, normalised ``persona_posts`` parameters (raises ``TemplateError``)."""
     if not isinstance(params, Mapping):
         raise TemplateError("params must be an object")
@@ -82,6 +94,10 @@ def check_params(params: Any, folders: Callable[[], list[Path]]) -> dict[str, An
     profile = params.get("llm_profile", "auto")
     if not isinstance(profile, str) or not profile.strip() or len(profile) > 64:
         raise TemplateError("params.llm_profile must be a profile name (never a key)")
+    names = profiles()
+    if profile.strip() not in names:
+        # never echo the value: a pasted key must not come back in an answer or a log
+        raise TemplateError(f"params.llm_profile is not a configured profile; configured: {', '.join(sorted(names))}")
     out["llm_profile"] = profile.strip()
     return out
 

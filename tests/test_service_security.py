@@ -63,6 +63,11 @@ def test_invalid_workflows_are_refused_with_comfyuis_node_errors_and_nothing_is_
                            ({"workflow": probe_workflow(), "extra_data": {"api_key_comfy_org": "x"}}, "extra_data")):
         status, answer, _ = call(guarded.url, "POST", f"{API}/tasks", body, headers=AUTH)
         assert status == 400 and fragment in answer["error"]["message"], (body, answer)
+    pasted = "sk-pasted-into-the-profile-field-0123456789"
+    status, answer, _ = call(guarded.url, "POST", f"{API}/tasks", {"template": "persona_posts", "params": {
+        "persona_file": "tea_girl_meilin.json", "user_id": "u1", "llm_profile": pasted}}, headers=AUTH)
+    assert status == 400 and "llm_profile" in answer["error"]["message"] and pasted not in json.dumps(answer)
+    assert pasted not in guarded.log_text()
     status, answer, _ = call(guarded.url, "POST", f"{API}/tasks", raw=b"{not json", headers=AUTH)
     assert status == 400 and answer["error"]["type"] == "invalid_request"
     assert count_tasks(guarded) == 0
