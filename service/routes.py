@@ -22,7 +22,8 @@ from aiohttp import web
 
 from .comfy_bridge import InvalidWorkflow, is_loopback_only, listen_addresses
 from .store import API_STATUSES, NewTask, StoreError
-from .templates import PERSONA_POSTS, TemplateError, build_workflow, check_params, persona_user_id
+from .templates import (PERSONA_POSTS, TemplateError, build_workflow, check_params, known_profiles,
+                        persona_user_id)
 from .ui_workflow import UIWorkflowError, is_ui_workflow, ui_to_api
 from .webhooks import WebhookURLError, check_url
 
@@ -181,7 +182,7 @@ class Api:
                 workflow = ui_to_api(dict(workflow), bridge.input_types)
             except UIWorkflowError as exc:
                 raise ApiError(400, "invalid_workflow", f"{where}.workflow: {exc}", node_errors={}) from None
-        key = hashlib.sha256(json.dumps(workflow, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(workflow).encode()).hexdigest()  # same document, same text
         if validated is not None and key in validated:
             return validated[key]
         try:
@@ -319,19 +320,22 @@ class Api:
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ApiError(400, "invalid_request", "priority must be a whole number")
         user_ids: dict[str, str] = {}
+        names = known_profiles()  # read the configuration once per request, not per persona
+        folders = self.persona_folders()
+        found: set[str] = set()
         tasks = []
         for index, entry in enumerate(personas):
             if isinstance(entry, str):
                 if entry not in user_ids:
                     try:
-                        user_ids[entry] = persona_user_id(entry, self.persona_folders)
+                        user_ids[entry] = persona_user_id(entry, lambda: folders)
                     except TemplateError as exc:
                         raise ApiError(400, "invalid_params", f"personas[{index}]: {exc}") from None
                 entry = {"persona_file": entry, "user_id": user_ids[entry]}
             if not isinstance(entry, Mapping):
                 raise ApiError(400, "invalid_request", f"personas[{index}] must be a file name or an object")
             try:
-                params = check_params({**shared, **entry}, self.persona_folders)
+                params = check_params({**shared, **entry}, lambda: folders, lambda: names, found)
             except TemplateError as exc:
                 raise ApiError(400, "invalid_params", f"personas[{index}]: {exc}") from None
             tasks.append(NewTask(spec={"template": PERSONA_POSTS, "params": params}, priority=priority,

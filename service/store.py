@@ -176,6 +176,14 @@ def task_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+def new_task_json(task: NewTask, batch_id: str | None, created_at: str | None) -> dict[str, Any]:
+    """What ``task_json`` gives for a task just inserted (without reading it back)."""
+    return {"task_id": task.task_id, "batch_id": batch_id, "status": "queued", "progress": 0.0,
+            "current_node": None, "queue_position": None, "attempts": 0, "priority": task.priority,
+            "created_at": created_at, "started_at": None, "finished_at": None, "metadata": task.metadata,
+            "user_id": task.user_id, "worker": None, "error": None, "outputs": []}
+
+
 def batch_json(row: sqlite3.Row) -> dict[str, Any]:
     counts = {status: row[status] for status in API_STATUSES}
     done = row["completed"] + row["failed"] + row["cancelled"]
@@ -252,6 +260,10 @@ class Store:
         if old is not None:
             sets.append(f"{API_STATUS[old]} = {API_STATUS[old]} - 1")
         self.db.execute(f"UPDATE batches SET {', '.join(sets)} WHERE batch_id = ?", (batch_id,))
+        self._batch_changed(events, batch_id)
+
+    def _batch_changed(self, events: list[Event], batch_id: str) -> None:
+        """A batch event with its new counts; the batch finishes (once) when every task is final."""
         row = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         if row is None:
             return
@@ -307,14 +319,15 @@ class Store:
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.counts[WAITING] += len(tasks)
             # One event per task, written in bulk (a 10,000-task batch stays well under a second).
-            first = self.db.execute("SELECT seq FROM tasks WHERE task_id = ?", (tasks[0].task_id,)).fetchone()[0]
-            for row in self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE seq >= ? ORDER BY seq",
-                                       (first,)):
-                data = task_json(row)
-                cursor = self.db.execute(
-                    "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
-                    (row["task_id"], batch_id, dumps(data), now))
-                events.append(Event(cursor.lastrowid, "task", data, row["task_id"], batch_id))
+            # The write lock is held, so the AUTOINCREMENT ids just taken are contiguous.
+            created = iso(now)
+            datas = [new_task_json(t, batch_id, created) for t in tasks]
+            self.db.executemany(
+                "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
+                [(t.task_id, batch_id, dumps(d), now) for t, d in zip(tasks, datas)])
+            last = self.db.execute("SELECT max(id) FROM events").fetchone()[0]
+            events.extend(Event(last - len(tasks) + 1 + i, "task", d, t.task_id, batch_id)
+                          for i, (t, d) in enumerate(zip(tasks, datas)))
             if batch_id is not None:
                 brow = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
                 self._event(events, "batch", batch_json(brow), None, batch_id)
@@ -517,6 +530,35 @@ class Store:
                 self._enqueue_webhook(row["webhook_url"], WEBHOOK_TYPES[state], data)
             self._move_batch_count(events, row["batch_id"], row["state"], state)
             return data
+
+        return self._write(work)
+
+    def cancel_waiting_in_batch(self, batch_id: str, error: dict[str, Any]) -> tuple[int, list[Event]]:
+        """Cancel every task of a batch still waiting in the store, in one transaction."""
+        def work(events: list[Event]) -> int:
+            now = self.clock()
+            self.db.execute("UPDATE tasks SET state = ?, finished_at = ?, error = ?, cancel_requested = 1 "
+                            "WHERE batch_id = ? AND state = ?", (CANCELLED, now, dumps(error), batch_id, WAITING))
+            rows = self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = ? AND state = ? "
+                                   "AND finished_at = ?", (batch_id, CANCELLED, now)).fetchall()
+            if not rows:
+                return 0
+            self.counts[WAITING] -= len(rows)
+            self.counts[CANCELLED] += len(rows)
+            datas = [task_json(row) for row in rows]
+            self.db.executemany(
+                "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
+                [(d["task_id"], batch_id, dumps(d), now) for d in datas])
+            last = self.db.execute("SELECT max(id) FROM events").fetchone()[0]
+            events.extend(Event(last - len(datas) + 1 + i, "task", d, d["task_id"], batch_id)
+                          for i, d in enumerate(datas))
+            for row, data in zip(rows, datas):
+                if row["webhook_url"]:
+                    self._enqueue_webhook(row["webhook_url"], WEBHOOK_TYPES[CANCELLED], data)
+            self.db.execute("UPDATE batches SET queued = queued - ?, cancelled = cancelled + ? WHERE batch_id = ?",
+                            (len(rows), len(rows), batch_id))
+            self._batch_changed(events, batch_id)
+            return len(rows)
 
         return self._write(work)
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -56,6 +57,8 @@ class TaskService:
         self._submitting: set[str] = set()
         self._gone_since: dict[str, float] = {}
         self._work: asyncio.Event | None = None
+        self._ws_backlog: deque[Event] = deque()
+        self._ws_wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self.started = False
 
@@ -72,13 +75,28 @@ class TaskService:
         if self.webhooks is not None and any(e.data.get("status") in (*FINAL, "finished") for e in events):
             self.webhooks.wake.set()  # a final state may have put a delivery in the outbox
         if self.websocket is not None:
-            for event in events:
+            self._ws_backlog.extend(events)
+            if self._ws_wake is not None:
+                self._ws_wake.set()
+        if self.metrics is not None:
+            self.metrics.observe_events(events)
+
+    async def _websocket_loop(self) -> None:
+        """Send events to ComfyUI's websocket in order, a few hundred at a time, so a
+        10,000-task batch never holds up the request that made it."""
+        while True:
+            await self._ws_wake.wait()
+            self._ws_wake.clear()
+            sent = 0
+            while self._ws_backlog:
+                event = self._ws_backlog.popleft()
                 try:
                     self.websocket(f"twitterchat.{event.kind}", event.data)
                 except RuntimeError:  # the loop is closing
                     return
-        if self.metrics is not None:
-            self.metrics.observe_events(events)
+                sent += 1
+                if sent % 200 == 0:
+                    await asyncio.sleep(0)
 
     def _publish_threadsafe(self, events: list[Event], finished: list[str] = ()) -> None:
         if self.loop is None or not (events or finished):
@@ -100,6 +118,9 @@ class TaskService:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._work = asyncio.Event()
+        self._ws_wake = asyncio.Event()
+        if self.websocket is not None:
+            self._tasks.append(asyncio.create_task(self._websocket_loop(), name="twitterchat-websocket"))
         events = await self.run(self.store.requeue_after_restart, self.settings.max_attempts)
         if events:
             logger.info("task service: %d task(s) were in ComfyUI when it stopped; requeued or failed "
@@ -321,8 +342,10 @@ class TaskService:
     async def cancel_batch(self, batch_id: str) -> int | None:
         if await self.run(self.store.get_batch, batch_id) is None:
             return None
+        count, events = await self.run(self.store.cancel_waiting_in_batch, batch_id, {
+            "type": "cancelled", "message": "cancelled with its batch before it was sent to ComfyUI"})
+        self.published(events)
         ids = await self.run(self.store.batch_task_ids, batch_id, (WAITING, SUBMITTED, RUNNING))
-        count = 0
         for task_id in ids:
             answer = await self.cancel(task_id)
             count += bool(answer and answer["cancelled"])

@@ -53,8 +53,13 @@ def known_profiles() -> set[str]:
 
 
 def check_params(params: Any, folders: Callable[[], list[Path]],
-                 profiles: Callable[[], set[str]] = known_profiles) -> dict[str, Any]:
-    """Validated, normalised ``persona_posts`` parameters (raises ``TemplateError``)."""
+                 profiles: Callable[[], set[str]] = known_profiles,
+                 found_files: set[str] | None = None) -> dict[str, Any]:
+    """Validated, normalised ``persona_posts`` parameters (raises ``TemplateError``).
+
+    ``found_files``: persona file names already found during this request (a
+    10,000-persona batch names a few files many times).
+    """
     if not isinstance(params, Mapping):
         raise TemplateError("params must be an object")
     unknown = sorted(set(params) - PARAMS)
@@ -73,10 +78,13 @@ def check_params(params: Any, folders: Callable[[], list[Path]],
         name = params["persona_file"]
         if not isinstance(name, str):
             raise TemplateError("params.persona_file must be a file name")
-        try:
-            resolve_inside(name, folders(), what="persona_file")
-        except (UnsafePathError, FileNotFoundError) as exc:
-            raise TemplateError(f"params.persona_file: {exc}") from None
+        if found_files is None or name not in found_files:
+            try:
+                resolve_inside(name, folders(), what="persona_file")
+            except (UnsafePathError, FileNotFoundError) as exc:
+                raise TemplateError(f"params.persona_file: {exc}") from None
+            if found_files is not None:
+                found_files.add(name)
         out["persona_file"] = name
     else:
         text = params["persona_json"]

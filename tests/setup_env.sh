@@ -45,6 +45,26 @@ if [ ! -x "$TC_VENV/bin/python" ]; then
 fi
 TC_PYTHON="$TC_VENV/bin/python"
 
+# The embedded model's runtime, built for any x86-64 CPU with AVX2 rather than for this one
+# (-march=native): a native build of llama.cpp 0.3.36 crashed in its first decode on a CPU
+# with AVX-512 and AMX. Built once into $TC_CACHE/wheels and installed before the rest,
+# so pip keeps it (it satisfies the `local` extra's range).
+LLAMA_SPEC="llama-cpp-python==0.3.36"
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+llama_key="$(printf '%s %s' "$LLAMA_SPEC" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-16)"
+if [ "$(cat "$TC_VENV/.twitterchat-llama" 2>/dev/null)" != "$llama_key" ]; then
+  llama_wheels="$TC_CACHE/wheels/llama-$llama_key"
+  if ! ls "$llama_wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "setup: building $LLAMA_SPEC for AVX2 CPUs (about 10 minutes on 2 cores, once)"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$TC_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+      --no-cache-dir -w "$llama_wheels.partial" "$LLAMA_SPEC"
+    rm -rf "$llama_wheels" && mv "$llama_wheels.partial" "$llama_wheels"
+  fi
+  "$TC_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+    "$llama_wheels"/llama_cpp_python-*.whl
+  echo "$llama_key" > "$TC_VENV/.twitterchat-llama"
+fi
+
 stamp="$TC_VENV/.twitterchat-deps"
 want="$(cat "$TC_ROOT/pyproject.toml" "$TC_ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
