@@ -64,10 +64,10 @@ async def _prune_loop(service: Any) -> None:
     while True:
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
         try:
-            removed = await service.run(service.store.prune_events, service.settings.event_retention)
+            removed = await service.run(service.store.prune, service.settings.event_retention)
             if removed:
-                logger.info("task service: pruned %d old events (keeping %d)", removed,
-                            service.settings.event_retention)
+                logger.info("task service: pruned %d old rows (events beyond the newest %d, webhook deliveries "
+                            "and idempotency keys older than a week)", removed, service.settings.event_retention)
         except Exception:
             logger.exception("task service: pruning events failed")
 

@@ -37,6 +37,7 @@ API_STATUS = {WAITING: "queued", SUBMITTED: "queued", RUNNING: "running",
               COMPLETED: COMPLETED, FAILED: FAILED, CANCELLED: CANCELLED}
 API_STATUSES = ("queued", "running", COMPLETED, FAILED, CANCELLED)
 RANK = {WAITING: 0, SUBMITTED: 1, RUNNING: 2, COMPLETED: 3, FAILED: 3, CANCELLED: 3}
+KEEP_SECONDS = 7 * 86400  # idempotency keys and finished webhook deliveries are kept a week
 WEBHOOK_TYPES = {COMPLETED: "task.completed", FAILED: "task.failed", CANCELLED: "task.cancelled"}
 
 SCHEMA = """
@@ -537,12 +538,17 @@ class Store:
         """Cancel every task of a batch still waiting in the store, in one transaction."""
         def work(events: list[Event]) -> int:
             now = self.clock()
+            seqs = [r[0] for r in self.db.execute("SELECT seq FROM tasks WHERE batch_id = ? AND state = ?",
+                                                  (batch_id, WAITING))]
+            if not seqs:
+                return 0
             self.db.execute("UPDATE tasks SET state = ?, finished_at = ?, error = ?, cancel_requested = 1 "
                             "WHERE batch_id = ? AND state = ?", (CANCELLED, now, dumps(error), batch_id, WAITING))
-            rows = self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = ? AND state = ? "
-                                   "AND finished_at = ?", (batch_id, CANCELLED, now)).fetchall()
-            if not rows:
-                return 0
+            rows = []  # exactly the tasks selected above: the write lock is held since then
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start:start + 500]
+                rows += self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE seq IN "
+                                        f"({', '.join('?' * len(chunk))}) ORDER BY seq", chunk).fetchall()
             self.counts[WAITING] -= len(rows)
             self.counts[CANCELLED] += len(rows)
             datas = [task_json(row) for row in rows]
@@ -631,18 +637,24 @@ class Store:
                                 (retry_at, error, outbox_id))
 
     def outbox_stats(self) -> dict[str, int]:
+        """Pending deliveries (through the partial index) and given-up ones (few; pruned)."""
         with self._lock:
-            row = self.db.execute(
-                "SELECT sum(delivered_at IS NOT NULL), sum(dead = 1), sum(delivered_at IS NULL AND dead = 0) "
-                "FROM outbox").fetchone()
-        return {"delivered": row[0] or 0, "dead": row[1] or 0, "pending": row[2] or 0}
+            pending = self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND dead = 0").fetchone()
+            dead = self.db.execute("SELECT count(*) FROM outbox WHERE dead = 1").fetchone()
+        return {"pending": pending[0], "dead": dead[0]}
 
     # -- housekeeping ------------------------------------------------------
-    def prune_events(self, keep: int) -> int:
+    def prune(self, keep_events: int, keep_seconds: float = KEEP_SECONDS) -> int:
+        """Drop events beyond the newest ``keep_events``, and delivered or given-up webhooks and
+        idempotency keys older than ``keep_seconds``; tasks and batches are kept."""
         with self._lock:
+            removed = 0
             last = self.db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-            if last <= keep:
-                return 0
-            cursor = self.db.execute("DELETE FROM events WHERE id <= ?", (last - keep,))
-            return cursor.rowcount
+            if last > keep_events:
+                removed += self.db.execute("DELETE FROM events WHERE id <= ?", (last - keep_events,)).rowcount
+            before = self.clock() - keep_seconds
+            removed += self.db.execute("DELETE FROM outbox WHERE (delivered_at IS NOT NULL OR dead = 1) "
+                                       "AND created_at < ?", (before,)).rowcount
+            removed += self.db.execute("DELETE FROM idempotency WHERE created_at < ?", (before,)).rowcount
+            return removed
 

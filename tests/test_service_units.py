@@ -145,8 +145,34 @@ def test_events_replay_after_an_id_filtered_by_task_and_batch(store):
     assert {e.kind for e in in_batch} == {"task", "batch"} and solo not in {e.task_id for e in in_batch}
     middle = everything[1].id
     assert [e.id for e in store.events_after(middle)] == [e.id for e in everything if e.id > middle]
-    assert store.prune_events(keep=2) == len(everything) - 2
+    assert store.prune(keep_events=2) == len(everything) - 2
     assert len(store.events_after(0)) == 2
+
+
+def test_cancelling_a_batch_counts_each_waiting_task_once(tmp_path):
+    store = Store(tmp_path / "frozen.sqlite3", clock=lambda: 1000.0)  # every write at the same instant
+    ids, batch_id, _ = add(store, 3, name="b")
+    store.finish(ids[0], CANCELLED, only_from=(WAITING,))
+    count, events = store.cancel_waiting_in_batch(batch_id, {"type": "cancelled", "message": "x"})
+    assert count == 2 and [e.task_id for e in events if e.kind == "task"] == ids[1:]
+    assert store.counts[WAITING] == 0 and store.counts[CANCELLED] == 3
+    assert store.get_batch(batch_id)["counts"]["cancelled"] == 3 and store.get_batch(batch_id)["counts"]["queued"] == 0
+    assert store.cancel_waiting_in_batch(batch_id, {"type": "cancelled", "message": "x"}) == (0, [])
+    store.close()
+
+
+def test_old_webhook_deliveries_and_idempotency_keys_are_pruned(tmp_path):
+    now = [1000.0]
+    store = Store(tmp_path / "p.sqlite3", clock=lambda: now[0])
+    store.add_tasks([NewTask(spec={})], build, idempotency=("k", "h"))
+    store._write(lambda events: store._enqueue_webhook("https://example.org/h", "task.completed", {}))
+    (row,) = store.due_webhooks(now[0])
+    store.webhook_result(row["id"], delivered=True)
+    store._write(lambda events: store._enqueue_webhook("https://example.org/h", "task.failed", {}))
+    now[0] += 8 * 86400
+    assert store.prune(keep_events=1000) == 2  # the delivered webhook and the key; the pending one stays
+    assert store.outbox_stats() == {"pending": 1, "dead": 0} and store.idempotent_response("k") is None
+    store.close()
 
 
 def test_a_ten_thousand_task_batch_is_one_transaction(store):
