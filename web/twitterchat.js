@@ -1,5 +1,5 @@
-// Listens for the pack's monitor events so the frontend does not report them as
-// unknown messages, and shows a toast when a prompt fails.
+// Listens for the pack's monitor and task-service events so the frontend does not
+// report them as unknown messages, and shows a toast when a prompt fails.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -34,6 +34,11 @@ app.registerExtension({
     const names = new Set([DEFAULT_EVENT_NAME, await configuredEventName()]);
     for (const name of names) {
       api.addEventListener(name, ({ detail }) => showFailure(detail));
+    }
+    // The task service's updates go to every browser too; the dashboard shows them. Listening
+    // keeps the frontend from logging each one as an unknown message type.
+    for (const name of ["twitterchat.task", "twitterchat.batch"]) {
+      api.addEventListener(name, () => {});
     }
   },
 });
