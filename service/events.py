@@ -47,6 +47,9 @@ async def stream_events(response: Any, hub: EventHub, read: Callable[[int], Awai
     hub.subscribers += 1
     try:
         await response.write(b"retry: 2000\n\n")
+        # Where this stream starts, as an id without data: a client that reconnects before the
+        # first event (an idle system) still resumes exactly here (EventSource keeps the id too).
+        await response.write(f"id: {start_after}\n\n".encode())
         while True:
             waiter = hub.waiter()
             events = await read(last)

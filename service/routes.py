@@ -23,7 +23,7 @@ from aiohttp import web
 from .comfy_bridge import InvalidWorkflow, is_loopback_only, listen_addresses
 from .store import API_STATUSES, NewTask, StoreError
 from .templates import (PERSONA_POSTS, TemplateError, build_workflow, check_params, known_profiles,
-                        persona_user_id)
+                        list_personas, persona_user_id)
 from .ui_workflow import UIWorkflowError, is_ui_workflow, ui_to_api
 from .webhooks import WebhookURLError, check_url
 
@@ -388,6 +388,12 @@ class Api:
         await stream_events(response, service.hub, read, start_after)
         return response
 
+    async def personas(self, request: web.Request) -> web.Response:
+        """The character cards a persona_posts task may name: the pack's examples and ComfyUI's input folder."""
+        folders = self.persona_folders()
+        found = await self.service.run(list_personas, folders)
+        return web.json_response({"personas": found})
+
     async def health(self, request: web.Request) -> web.Response:
         service = self.service
         stats = self.monitor_stats()
@@ -443,5 +449,6 @@ def add_routes(routes: Any, api: Api) -> None:
     routes.get(f"{PREFIX}/batches/{{batch_id}}")(g(api.get_batch))
     routes.post(f"{PREFIX}/batches/{{batch_id}}/cancel")(g(api.cancel_batch))
     routes.get(f"{PREFIX}/events")(g(api.events))
+    routes.get(f"{PREFIX}/personas")(g(api.personas))
     routes.get("/twitterchat/health")(g(api.health, needs_service=False))
     routes.get("/twitterchat/metrics")(g(api.metrics))

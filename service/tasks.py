@@ -190,7 +190,8 @@ class TaskService:
 
     async def _finish(self, task_id: str, state: str, **fields: Any) -> dict[str, Any] | None:
         data, events = await self.run(self.store.finish, task_id, state, **fields)
-        self.inflight.discard(task_id)
+        if data is not None:  # only a task that did end leaves inflight (only_from may refuse the move)
+            self.inflight.discard(task_id)
         self.published(events)
         return data
 

@@ -123,6 +123,34 @@ def persona_user_id(name: str, folders: Callable[[], list[Path]]) -> str:
     return str(user_id) if user_id else Path(name).stem
 
 
+PERSONA_LIST_LIMIT = 500
+
+
+def list_personas(folders: list[Path]) -> list[dict[str, Any]]:
+    """Character cards (``.json``/``.png`` that read as a card) at the top of each folder, by name;
+    a name in an earlier folder hides the same name in a later one, as ``persona_file`` resolves."""
+    found: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        try:
+            paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".json", ".png"))
+        except OSError:
+            continue
+        for path in paths:
+            if path.name in found or len(found) >= PERSONA_LIST_LIMIT or not path.is_file():
+                continue
+            try:
+                card = card_from_file(path)
+            except (PersonaError, OSError):
+                continue  # a workflow or another JSON file, not a card
+            data = card.get("data") or {}
+            extension = ((data.get("extensions") or {}).get("twitterchat") or {})
+            found[path.name] = {"file": path.name, "name": data.get("name") or path.stem,
+                                "user_id": str(extension.get("user_id") or path.stem),
+                                "folder": "examples" if Path(folder).resolve() == (PACK_ROOT / "examples").resolve()
+                                else "input"}
+    return list(found.values())
+
+
 def build_workflow(template: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if template != PERSONA_POSTS:
         raise TemplateError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")

@@ -170,6 +170,21 @@ def test_cancel_waiting_queued_and_running_while_other_prompts_keep_running(serv
     assert call(service.url, "POST", f"{API}/tasks/{other}/cancel")[0] == 404
 
 
+def test_cancelling_a_batch_while_it_is_being_fed_leaves_no_task_behind(service):
+    for attempt in range(3):  # the race: a task read as waiting is handed to ComfyUI as the cancel runs
+        status, batch, _ = call(service.url, "POST", f"{API}/batches", {
+            "name": f"cancelled while fed {attempt}",
+            "tasks": [{"workflow": probe_workflow(seconds=0.1, steps=1, width=1000 + attempt)}] * 30})
+        assert status == 202
+        time.sleep(0.3 + 0.2 * attempt)
+        status, answer, _ = call(service.url, "POST", f"{API}/batches/{batch['batch_id']}/cancel")
+        assert status == 200 and answer["cancelled"] > 0
+        final = wait_final(service.url, batch["task_ids"], timeout=60)
+        assert all(t["status"] in ("completed", "cancelled") for t in final.values())
+        status, summary, _ = call(service.url, "GET", f"{API}/batches/{batch['batch_id']}")
+        assert summary["status"] == "finished" and summary["counts"]["queued"] == 0, summary
+
+
 def test_higher_priority_runs_before_earlier_waiting_tasks(service):
     blockers = [submit(service, {"workflow": probe_workflow(seconds=1.0, steps=4, width=500 + i)}) for i in range(2)]
     low = [submit(service, {"workflow": probe_workflow(seconds=0.05, width=510 + i)}) for i in range(3)]

@@ -145,6 +145,23 @@ def test_size_limits_and_a_full_queue(guarded):
     assert summary["status"] == "finished" and summary["counts"]["cancelled"] == 3
 
 
+def test_personas_offered_are_the_cards_only(guarded):
+    (guarded.input_dir / "second_card.json").write_text(json.dumps({
+        "spec": "chara_card_v2", "spec_version": "2.0",
+        "data": {"name": "Second", "description": "d", "personality": "p", "scenario": "", "first_mes": "hi",
+                 "mes_example": "", "extensions": {"twitterchat": {"user_id": "second_01"}}}}))
+    (guarded.input_dir / "not_a_card.json").write_text("{}")
+    status, answer, _ = call(guarded.url, "GET", f"{API}/personas", headers=AUTH)
+    assert status == 200, answer
+    by_file = {p["file"]: p for p in answer["personas"]}
+    assert by_file["tea_girl_meilin.json"]["folder"] == "examples"
+    assert by_file["tea_girl_meilin.json"]["user_id"] == "tea_girl_meilin" and by_file["tea_girl_meilin.json"]["name"]
+    assert by_file["second_card.json"] == {"file": "second_card.json", "name": "Second", "user_id": "second_01",
+                                           "folder": "input"}
+    assert not {"not_a_card.json", "workflow.json", "workflow_api.json"} & set(by_file)
+    assert call(guarded.url, "GET", f"{API}/personas")[0] == 401
+
+
 def test_the_store_holds_no_extra_data_and_no_token(guarded):
     store = guarded.work_dir / "user" / "__twitterchat" / "tasks.sqlite3"
     assert store.is_file()
