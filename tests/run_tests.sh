@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$TC_ROOT"
 set +e
-"$TC_PYTHON" -m pytest "$@"
+"$TC_PYTHON" -m pytest -c tests/pytest.ini "$@"
 status=$?
 set -e
 if [ "$status" = "5" ]; then
