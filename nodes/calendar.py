@@ -8,6 +8,7 @@ from functools import partial
 
 from ..tools.calendar_planner import CalendarBook
 from ..tools.context import month_holidays
+from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm_client import LLMError, get_pool
 from ..utils.output_paths import output_root
 from .inputs import LLM_PROFILE, PERSONA, SEED
@@ -33,8 +34,10 @@ class CalendarManager:
         book = CalendarBook(persona, output_root(), get_pool(), llm_profile,
                             partial(month_holidays, persona), seed=seed)
         day = date.fromisoformat(context["date"])
-        try:
-            month = await book.month(day.year, day.month, regenerate=regenerate)
+        progress = NodeProgress(1)
+        try:  # Cancel stops the plan and abandons its LLM call
+            month = await interruptible(book.month(day.year, day.month, regenerate=regenerate))
         except LLMError as exc:
             raise RuntimeError(f"CalendarManager: could not plan {day:%Y-%m} for {persona.user_id}: {exc}") from None
+        progress.update(1)
         return (book, json.dumps(month, ensure_ascii=False, indent=1))

@@ -8,6 +8,7 @@ import logging
 
 from ..tools.context import build_context
 from ..tools.tweet_generation import generate_posts
+from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm_client import get_pool
 from ..utils.settings import ContextSettings
 from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, LLM_PROFILE, PERSONA, SEED
@@ -17,13 +18,21 @@ logger = logging.getLogger("twitterchat.nodes.generation")
 
 
 async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather):
+    """Posts for the days asked, with ComfyUI's progress bar (days done of days asked); Cancel
+    stops it between LLM calls and abandons the ones in flight."""
     settings = ContextSettings.load()
     url = settings.weather_url if include_weather else ""
-    contexts = await asyncio.gather(*(  # weather look-ups block: keep them off the event loop
-        asyncio.to_thread(build_context, persona, offset, url, settings.weather_timeout_seconds)
-        for offset in offsets))
-    return await generate_posts(get_pool(), llm_profile, persona, contexts, calendar.entry_for,
-                                max_concurrent=max_concurrent, seed=seed)
+    progress = NodeProgress(len(offsets))
+
+    async def run():
+        contexts = await asyncio.gather(*(  # weather look-ups block: keep them off the event loop
+            asyncio.to_thread(build_context, persona, offset, url, settings.weather_timeout_seconds)
+            for offset in offsets))
+        return await generate_posts(get_pool(), llm_profile, persona, contexts, calendar.entry_for,
+                                    max_concurrent=max_concurrent, seed=seed,
+                                    on_day_done=lambda post: progress.update(1))
+
+    return await interruptible(run())
 
 
 def _report(posts) -> str:

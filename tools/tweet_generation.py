@@ -109,7 +109,10 @@ async def write_post(pool: LLMClientPool, profile: str, persona: Persona, post: 
 async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
                          contexts: list[dict[str, Any]],
                          entry_for: Callable[[date], Awaitable[dict[str, Any]]],
-                         max_concurrent: int = 5, seed: int | None = None) -> list[DayPost]:
+                         max_concurrent: int = 5, seed: int | None = None,
+                         on_day_done: Callable[[DayPost], None] | None = None) -> list[DayPost]:
+    """Posts for every context; ``on_day_done(post)`` is called as each day's first attempt ends
+    (progress), not again for near-duplicates written anew."""
     posts = [DayPost(date=c["date"], weekday=c["weekday"], context=c) for c in contexts]
     entries: list[dict[str, Any] | None] = []
     for post in posts:  # months are planned (or read from the cache) one at a time, in order
@@ -125,13 +128,19 @@ async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
 
     limit = asyncio.Semaphore(max(1, max_concurrent))
 
-    async def run(index: int, avoid: list[str]) -> None:
+    async def run(index: int, avoid: list[str], report: bool = False) -> None:
         async with limit:
             day_seed = None if seed is None else seed + index
             await write_post(pool, profile, persona, posts[index], entries[index], day_seed, avoid)
+        if report and on_day_done is not None:
+            on_day_done(posts[index])
 
     pending = [i for i, e in enumerate(entries) if e is not None]
-    await asyncio.gather(*(run(i, []) for i in pending))
+    if on_day_done is not None:
+        for index, entry in enumerate(entries):
+            if entry is None:  # no plan for that day: done, as failed
+                on_day_done(posts[index])
+    await asyncio.gather(*(run(i, [], report=True) for i in pending))
     for _ in range(DUPLICATE_ROUNDS):
         repeats = [i for i in pending if posts[i].ok and near_duplicate(
             posts[i].text, [p.text for p in posts[:i] if p.ok])]

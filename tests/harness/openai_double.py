@@ -29,6 +29,7 @@ VOCABULARY = ("tea leaves steam morning rain lake bicycle market dumplings lante
 @dataclass
 class Faults:
     latency: float = 0.0
+    calendar_latency: float | None = None                 # month plans take this long instead (None: latency)
     fail_dates: set[str] = field(default_factory=set)   # always HTTP 500 for posts about these dates
     rate_limit_first: int = 0                             # the first N requests get HTTP 429
     bad_calendar_json: int = 0                            # the first N calendar answers are not JSON
@@ -112,8 +113,9 @@ class FakeOpenAIServer:
         text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
         dates = DATE.findall(text)
         is_calendar = (body.get("response_format") or {}).get("json_schema", {}).get("name") == "content_calendar"
-        if faults.latency:
-            await asyncio.sleep(faults.latency)
+        delay = faults.calendar_latency if is_calendar and faults.calendar_latency is not None else faults.latency
+        if delay:
+            await asyncio.sleep(delay)
         if number <= faults.rate_limit_first:
             return 429, {"error": {"message": "rate limited (test double)", "type": "rate_limit"}}
         if not is_calendar and dates and dates[0] in faults.hang_dates:
