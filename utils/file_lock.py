@@ -2,7 +2,11 @@
 workflows (threads or processes) share, such as the calendar cache.
 
 Locks are ``fcntl.flock`` locks on one sidecar file per target
-(``.<name>.lock`` next to it). The sidecar is created once and reused, so lock
+(``.<name>.lock`` next to it). Where there is no ``fcntl`` (Windows: ComfyUI
+portable and Desktop), the well-kept ``filelock`` library takes the same sidecar
+lock with the OS's own locking; there a shared (reader) lock is taken as an
+exclusive one, which keeps every guarantee below and only lets readers wait for
+each other. The sidecar is created once and reused, so lock
 files never pile up; it is never deleted, because unlinking a lock file that
 another process is about to lock splits the lock in two. ``flock`` locks belong
 to an open file description, so two threads of one process that each take the
@@ -16,13 +20,17 @@ never a mixture, and a writer killed mid-write leaves the old content intact.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 DEFAULT_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.005
@@ -50,16 +58,36 @@ class FileLock:
         self.timeout = timeout
         self.shared = shared
         self._fd: int | None = None
+        self._portable: Any = None  # a filelock.FileLock where there is no fcntl
 
     @property
     def locked(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None or self._portable is not None
+
+    def _timeout_error(self) -> TimeoutError:
+        kind = "shared" if self.shared else "exclusive"
+        return TimeoutError(f"could not take the {kind} lock on {self.path} within "
+                            f"{self.timeout:g}s (another writer holds {self.lock_path})")
+
+    def _acquire_portable(self) -> "FileLock":
+        import filelock
+
+        lock = filelock.FileLock(str(self.lock_path), timeout=-1 if self.timeout is None else self.timeout,
+                                 thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise self._timeout_error() from None
+        self._portable = lock
+        return self
 
     def acquire(self) -> "FileLock":
-        if self._fd is not None:
+        if self.locked:
             raise RuntimeError(f"lock on {self.path} is already held by this object")
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if fcntl is None:
+            return self._acquire_portable()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         try:
             if self.timeout is None:
@@ -82,15 +110,15 @@ class FileLock:
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    kind = "shared" if self.shared else "exclusive"
-                    raise TimeoutError(
-                        f"could not take the {kind} lock on {self.path} within "
-                        f"{self.timeout:g}s (another writer holds {self.lock_path})"
-                    ) from None
+                    raise self._timeout_error() from None
                 time.sleep(min(interval, remaining))
                 interval = min(interval * 2, _MAX_POLL_INTERVAL)
 
     def release(self) -> None:
+        portable, self._portable = self._portable, None
+        if portable is not None:
+            portable.release()
+            return
         fd, self._fd = self._fd, None
         if fd is None:
             return
