@@ -14,7 +14,7 @@ from comfyui_twitterchat.monitor.query import (ProgressSnapshot, PromptTracker, 
                                                 summarize_history_entry)
 from pack_paths import PACK_ROOT
 
-SAMPLES = PACK_ROOT.parent / "shared" / "comfyui-samples"
+SAMPLES = PACK_ROOT / "tests" / "fixtures" / "comfyui-samples"  # copied from shared/comfyui-samples
 VERSIONS = ["v0.3.75", "v0.33.0"]
 INFO_KEYS = {"id", "type", "status", "progress", "current_node", "queue_time", "start_time", "end_time",
              "result", "error_info", "queue_position"}
@@ -23,7 +23,7 @@ INFO_KEYS = {"id", "type", "status", "progress", "current_node", "queue_time", "
 def sample(version: str, name: str):
     path = SAMPLES / version / name
     if not path.is_file():
-        pytest.fail(f"captured sample missing: {path} (shared/ must sit beside the checkout)")
+        pytest.fail(f"captured sample missing: {path}")
     return json.loads(path.read_text())
 
 
