@@ -174,7 +174,8 @@ def test_cancelling_a_batch_while_it_is_being_fed_leaves_no_task_behind(service)
     for attempt in range(3):  # the race: a task read as waiting is handed to ComfyUI as the cancel runs
         status, batch, _ = call(service.url, "POST", f"{API}/batches", {
             "name": f"cancelled while fed {attempt}",
-            "tasks": [{"workflow": probe_workflow(seconds=0.1, steps=1, width=1000 + attempt)}] * 30})
+            "tasks": [{"workflow": probe_workflow(seconds=0.2, steps=1, width=1000 + 100 * attempt + i)}
+                      for i in range(30)]})  # each one distinct: ComfyUI's cache would skip repeats
         assert status == 202
         time.sleep(0.3 + 0.2 * attempt)
         status, answer, _ = call(service.url, "POST", f"{API}/batches/{batch['batch_id']}/cancel")

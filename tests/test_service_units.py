@@ -256,3 +256,34 @@ def test_token_rules(monkeypatch):
     assert outcome(token, True, None) == 401 and outcome(token, False, None) == 401
     assert outcome(token, False, "Bearer nope") == 403 and outcome(token, False, f"Basic {token}") == 401
     assert outcome(token, False, f"Bearer {token}") == 200
+
+
+class ComfyBridgeDouble:
+    """TEST DOUBLE for service/comfy_bridge.py: a prompt neither waiting in ComfyUI's queue nor running."""
+
+    def delete_pending(self, task_id):
+        return False
+
+    def interrupt_running(self, task_id):
+        return False
+
+
+def test_a_cancel_that_loses_the_race_with_the_feeder_keeps_following_the_task(tmp_path):
+    import asyncio
+
+    from comfyui_twitterchat.service.config import ServiceSettings
+    from comfyui_twitterchat.service.tasks import TaskService
+
+    store = Store(tmp_path / "race.sqlite3")
+    (task_id,), _, _ = add(store)
+    store.mark_submitted(task_id, "w")  # the feeder handed it to ComfyUI ...
+    service = TaskService(ServiceSettings(), store, ComfyBridgeDouble(), worker="w", output_root=lambda: tmp_path,
+                          websocket=None)
+    service.inflight.add(task_id)
+    store.task_state = lambda t: WAITING  # ... just after cancel() read it as waiting
+    answer = asyncio.run(service.cancel(task_id))
+    assert answer["cancelled"] is False and answer["status"] == "queued"
+    assert task_id in service.inflight  # its final state, from the monitor, will still be applied
+    assert store.cancel_requested(task_id)
+    service.executor.shutdown()
+    store.close()
