@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..utils.structured_logger import redact_text
+
 ERROR_MESSAGE_LIMIT = 500
 FRAME_LIMIT = 600
 TRACEBACK_FRAMES = 2
@@ -128,14 +130,16 @@ def running_progress(to_run: frozenset[str], snapshot: ProgressSnapshot | None
 
 
 def error_info_from(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The failure as published: message and the two innermost frames, redacted with the
+    log's rules (an exception can carry a connection URL with a password, or a key)."""
     message = str(data.get("exception_message") or "").strip()
     # ComfyUI appends tips (out-of-memory advice) after a blank line: keep the error itself.
     message = _clip(message.split("\n\n", 1)[0].strip() or "unknown error", ERROR_MESSAGE_LIMIT)
     frames = [str(f).strip() for f in (data.get("traceback") or ())][-TRACEBACK_FRAMES:]
-    return {"message": message, "type": data.get("exception_type"),
+    return {"message": redact_text(message), "type": data.get("exception_type"),
             "node_id": None if data.get("node_id") is None else str(data.get("node_id")),
             "node_type": data.get("node_type"),
-            "traceback": [_clip(f, FRAME_LIMIT) for f in frames]}
+            "traceback": [redact_text(_clip(f, FRAME_LIMIT)) for f in frames]}
 
 
 def outcome(summary: HistorySummary) -> tuple[str, dict[str, Any] | None, float | None, float | None]:

@@ -485,3 +485,16 @@ def test_optional_full_snapshot_resends_active_prompts():
     monitor.tick()
     assert sorted(i["id"] for i in published[2:]) == ["p0", "p1"]  # the periodic full snapshot
     assert load_monitor_settings(CONFIG, env={}).snapshot_interval_seconds == 0
+
+
+def test_published_errors_are_redacted_like_the_log(monkeypatch):
+    from comfyui_twitterchat.monitor.query import error_info_from
+
+    monkeypatch.setenv("TWITTERCHAT_API_TOKEN", "tok-abcdefghijklmnop-0123")
+    info = error_info_from({
+        "exception_message": "cannot reach redis://:hunter2pass@cache:6379/0 with tok-abcdefghijklmnop-0123\n",
+        "exception_type": "ConnectionError", "node_id": "3", "node_type": "X",
+        "traceback": ["  File a.py, line 1\n", "    connect(api_key='sk-live-abcdefghijklmnopqrstu')\n"]})
+    text = repr(info)
+    assert "hunter2pass" not in text and "tok-abcdefghijklmnop-0123" not in text and "sk-live-abc" not in text
+    assert info["message"].startswith("cannot reach redis://:***@cache") and info["node_type"] == "X"

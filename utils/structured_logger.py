@@ -33,7 +33,8 @@ REDACTED = "***"
 
 # Environment variables whose values are secrets wherever they show up.
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "KY_MONITOR_REDIS_PASSWORD", "TWITTERCHAT_WEATHER_API_KEY",
-                   "ROCKETMQ_ACCESS_KEY", "ROCKETMQ_SECRET_KEY")
+                   "ROCKETMQ_ACCESS_KEY", "ROCKETMQ_SECRET_KEY", "KY_MONITOR_ROCKETMQ_ACCESS_KEY",
+                   "KY_MONITOR_ROCKETMQ_SECRET_KEY", "TWITTERCHAT_API_TOKEN", "TWITTERCHAT_WEBHOOK_SECRET")
 _SECRET_KEY_NAME = re.compile(r"(api[_-]?key|password|passwd|secret|token|authorization|credential)",
                               re.IGNORECASE)
 _SECRET_PATTERNS = (
@@ -41,6 +42,7 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-+/=]{8,}"),        # Authorization headers
     re.compile(r"(?i)\b(api[_-]?key|password|passwd|secret|token)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+"),
     re.compile(r"(?i)(redis|rediss|amqp|https?)://([^:/@\s]*):([^@\s]+)@"),  # credentials in URLs
+    re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"),                    # webhook signing secrets
 )
 
 _configure_lock = threading.Lock()
@@ -65,6 +67,7 @@ def redact_text(text: str) -> str:
     text = _SECRET_PATTERNS[1].sub(f"Bearer {REDACTED}", text)
     text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}{REDACTED}", text)
     text = _SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}://{m.group(2)}:{REDACTED}@", text)
+    text = _SECRET_PATTERNS[4].sub(REDACTED, text)
     return text
 
 
