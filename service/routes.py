@@ -107,11 +107,13 @@ class Api:
     async def body(self, request: web.Request) -> tuple[Any, bytes]:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"the body is over {MAX_BODY_BYTES // (1024 * 1024)} MB")
-        raw = b""
+        chunks, size = [], 0
         async for chunk in request.content.iter_chunked(1 << 16):
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
                 raise ApiError(413, "too_large", f"the body is over {MAX_BODY_BYTES // (1024 * 1024)} MB")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             return json.loads(raw or b"null"), raw
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
