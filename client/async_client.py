@@ -79,7 +79,7 @@ class AsyncTwitterChatClient:
                          limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
         while limit is None or limit > 0:
-            page = await self._send(calls.list_tasks(status, batch_id, limit, cursor))
+            page = await self._send(calls.list_tasks(status, batch_id, calls.page_size(limit), cursor))
             tasks, cursor = calls.page_of_tasks(page, limit)
             for task in tasks:
                 yield task

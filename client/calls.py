@@ -141,3 +141,11 @@ def page_of_tasks(page: Any, wanted: int | None) -> tuple[list[dict[str, Any]], 
             return tasks, None
     cursor = page.get("next_cursor")
     return tasks, cursor if isinstance(cursor, str) and cursor else None
+
+
+MAX_PAGE = 500  # the server's page limit
+
+
+def page_size(limit: int | None) -> int | None:
+    """``limit`` is how many tasks the caller wants in all; one page holds at most 500."""
+    return None if limit is None else min(limit, MAX_PAGE)

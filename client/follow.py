@@ -51,6 +51,25 @@ class Deadline:
             raise TimeoutError(f"{what} after {self.timeout:g} s")
 
 
+_RANK = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
+
+
+def is_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether ``new`` is a later state of the task than ``old``: a filtered stream replays a
+    task's whole history, and a reply to GET may already be ahead of it."""
+    if old is None:
+        return True
+    if is_final(old):
+        return False
+
+    def key(task: dict[str, Any]) -> tuple:
+        progress = task.get("progress")
+        return (task.get("attempts") or 0, _RANK.get(str(task.get("status")), 0),
+                progress if isinstance(progress, (int, float)) else 0.0)
+
+    return key(new) >= key(old)
+
+
 class TaskWatch:
     """One task, followed until it reaches a final status."""
 
@@ -61,7 +80,7 @@ class TaskWatch:
         self._on_update = on_update
 
     def update(self, task: dict[str, Any]) -> None:
-        if task == self.task:
+        if task == self.task or not is_newer(task, self.task):
             return
         self.task = task
         if self._on_update is not None:
@@ -171,7 +190,7 @@ class BatchWatch:
 
     def _put(self, task: dict[str, Any]) -> None:
         task_id = task.get("task_id")
-        if isinstance(task_id, str):
+        if isinstance(task_id, str) and is_newer(task, self.tasks.get(task_id)):
             self.tasks[task_id] = task
 
     def _report(self) -> None:

@@ -83,7 +83,7 @@ class TwitterChatClient:
         """Tasks, newest first, page after page; at most ``limit`` of them (``None``: all)."""
         cursor: str | None = None
         while limit is None or limit > 0:
-            page = self._send(calls.list_tasks(status, batch_id, limit, cursor))
+            page = self._send(calls.list_tasks(status, batch_id, calls.page_size(limit), cursor))
             tasks, cursor = calls.page_of_tasks(page, limit)
             yield from tasks
             if cursor is None:

@@ -34,6 +34,7 @@ MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_BATCH_TASKS = 10_000
 MAX_METADATA_BYTES = 4096
 MAX_PAGE = 500
+MAX_PRIORITY = 1_000_000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -96,6 +97,9 @@ class Api:
             except StoreError as exc:
                 logger.error("task store error: %s", exc)
                 return ApiError(503, "store_unavailable", "the task store cannot be used; see ComfyUI's log").response()
+            except Exception:  # still the API's error shape, never aiohttp's plain-text 500
+                logger.exception("task service: %s %s failed", request.method, request.path)
+                return ApiError(500, "internal_error", "unexpected server error; see ComfyUI's log").response()
         return wrapper
 
     @property
@@ -135,8 +139,9 @@ class Api:
             raise ApiError(400, "invalid_request", f"{where}: unknown field(s) {', '.join(unknown)}; "
                                                    f"known: {', '.join(sorted(known))}")
         priority = body.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1_000_000:
-            raise ApiError(400, "invalid_request", f"{where}.priority must be a whole number (higher runs first)")
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+            raise ApiError(400, "invalid_request", f"{where}.priority must be a whole number within ±{MAX_PRIORITY} "
+                                                   "(higher runs first)")
         metadata = body.get("metadata")
         if metadata is not None:
             if not isinstance(metadata, Mapping):
@@ -184,6 +189,13 @@ class Api:
                 workflow = ui_to_api(dict(workflow), bridge.input_types)
             except UIWorkflowError as exc:
                 raise ApiError(400, "invalid_workflow", f"{where}.workflow: {exc}", node_errors={}) from None
+        malformed = [str(node_id) for node_id, node in workflow.items()
+                     if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str)
+                     or not isinstance(node.get("inputs", {}), Mapping)]
+        if malformed:
+            raise ApiError(400, "invalid_workflow", f"{where}.workflow: node(s) {', '.join(malformed[:5])} are not "
+                           "{\"class_type\", \"inputs\"} objects; send the API format (Export (API) in ComfyUI)",
+                           node_errors={})
         key = hashlib.sha256(json.dumps(workflow).encode()).hexdigest()  # same document, same text
         if validated is not None and key in validated:
             return validated[key]
@@ -210,7 +222,7 @@ class Api:
         if key is not None:
             if not key or len(key) > 255:
                 raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 characters")
-            idem = (f"{request.path}:{key}", hashlib.sha256(raw).hexdigest())
+            idem = (idempotency_scope(request, key), hashlib.sha256(raw).hexdigest())
         result, events = await service.run(service.store.add_tasks, tasks, build, batch=batch, idempotency=idem)
         if result["replay"]:
             return self.replay(result["body_hash"], result["response"], idem[1])
@@ -229,7 +241,7 @@ class Api:
         if not key:
             return None
         service = self.service
-        found = await service.run(service.store.idempotent_response, f"{request.path}:{key}")
+        found = await service.run(service.store.idempotent_response, idempotency_scope(request, key))
         if found is None:
             return None
         return self.replay(found[0], found[1], hashlib.sha256(raw).hexdigest())
@@ -319,14 +331,16 @@ class Api:
             raise ApiError(400, "invalid_request", "params holds what every persona shares (num_days, "
                                                    "start_day_offset, llm_profile); personas go in 'personas'")
         priority = body.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ApiError(400, "invalid_request", "priority must be a whole number")
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+            raise ApiError(400, "invalid_request", f"priority must be a whole number within ±{MAX_PRIORITY}")
         user_ids: dict[str, str] = {}
         names = known_profiles()  # read the configuration once per request, not per persona
         folders = self.persona_folders()
         found: set[str] = set()
         tasks = []
         for index, entry in enumerate(personas):
+            if not isinstance(entry, (str, Mapping)):
+                raise ApiError(400, "invalid_request", f"personas[{index}] must be a file name or an object")
             if isinstance(entry, str):
                 if entry not in user_ids:
                     try:
@@ -415,6 +429,12 @@ class Api:
         service = self.service
         data, content_type = await service.run(service.metrics.render, request.headers.get("Accept"))
         return web.Response(body=data, headers={"Content-Type": content_type})
+
+
+def idempotency_scope(request: web.Request, key: str) -> str:
+    """One key space per route, whichever of ComfyUI's two spellings (``/api/...``) was used."""
+    path = request.path
+    return f"{path[4:] if path.startswith('/api/') else path}:{key}"
 
 
 def _plain(value: Any) -> Any:

@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ..utils.file_lock import FileLock
+
 WAITING, SUBMITTED, RUNNING = "waiting", "submitted", "running"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 BuildResponse = Callable[[list, Any], dict]  # (task_ids, batch_id) -> the 202 body
@@ -203,15 +205,23 @@ class Store:
         self.path = Path(path)
         self.clock = clock
         self._lock = threading.RLock()  # one thread at a time; the service uses one thread anyway
+        self._owner = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One ComfyUI per store: a second one would take the first one's running tasks for
+            # leftovers of a restart. The lock dies with the process, even on kill -9.
+            self._owner = FileLock(self.path, timeout=0).acquire()
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                       timeout=5.0)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            raise StoreError(f"the task store {self.path} is in use by another ComfyUI; give each instance "
+                             "its own TWITTERCHAT_SERVICE_DB_PATH (or user directory)") from None
         except (OSError, sqlite3.Error) as exc:
+            self._release_owner()
             raise StoreError(f"cannot open the task store {self.path}: {exc}") from exc
         self.counts = {state: 0 for state in STATES}
         for row in self.db.execute("SELECT state, count(*) AS n FROM tasks GROUP BY state"):
@@ -220,6 +230,12 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            self._release_owner()
+
+    def _release_owner(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.release()
 
     # -- transactions ------------------------------------------------------
     def _write(self, work):

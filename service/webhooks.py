@@ -58,7 +58,15 @@ def _is_public(address: str) -> bool:
 
 def _host_key(parts) -> tuple[str, str]:
     host = (parts.hostname or "").lower()
-    return host, f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError as exc:  # "host:abc", "host:99999"
+        raise WebhookURLError(f"webhook_url has a bad port: {exc}") from None
+    try:
+        host.encode("idna")
+    except UnicodeError:  # "a..b.com", a label over 63 characters: no lookup could ever succeed
+        raise WebhookURLError(f"webhook host {host!r} is not a valid host name") from None
+    return host, f"{host}:{port}" if port else host
 
 
 def check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
@@ -87,18 +95,34 @@ def check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
     return url
 
 
-async def check_resolved(url: str, allowed_hosts: tuple[str, ...]) -> None:
-    """Before a send without an allow-list: every address of the host must be public."""
-    if allowed_hosts:
-        check_url(url, allowed_hosts)
-        return
-    parts = urlsplit(url)
+async def check_resolved(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
+    """Before a send without an allow-list: every address of the host must be public. Returns the
+    address checked, which the send then connects to (no second lookup a DNS rebinding could
+    answer differently); ``None`` with an allow-list."""
     check_url(url, allowed_hosts)
+    if allowed_hosts:
+        return None
+    parts = urlsplit(url)
     infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
                                                          type=socket.SOCK_STREAM)
     for info in infos:
         if not _is_public(info[4][0]):
             raise WebhookURLError(f"webhook host {parts.hostname!r} resolves to a non-public address")
+    if not infos:
+        raise WebhookURLError(f"webhook host {parts.hostname!r} has no address")
+    return infos[0][4][0]
+
+
+def pinned_request(url: str, address: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(URL, extra headers, httpx extensions) that reach ``address`` while naming the host, for
+    the Host header, TLS SNI and certificate checks."""
+    if address is None:
+        return url, {}, {}
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = parts._replace(netloc=f"{host}:{port}").geturl()
+    return target, {"host": parts.netloc.rpartition("@")[2]}, {"sni_hostname": parts.hostname}
 
 
 def retry_delay(attempt: int) -> float | None:
@@ -145,11 +169,12 @@ class WebhookSender:
             rows = await self.service.run(store.due_webhooks, time.time())
             if not rows:
                 return
-            await asyncio.gather(*(self._deliver(client, row) for row in rows))
+            for failure in await asyncio.gather(*(self._deliver(client, row) for row in rows),
+                                                return_exceptions=True):
+                if isinstance(failure, Exception):
+                    logger.error("webhook delivery failed unexpectedly: %r", failure)
 
     async def _deliver(self, client: Any, row: Any) -> None:
-        import httpx
-
         store, run = self.service.store, self.service.run
         attempt = row["attempts"] + 1
         if self.key is None:
@@ -158,16 +183,17 @@ class WebhookSender:
             return
         body = row["payload"]
         try:
-            await check_resolved(row["url"], self.allowed_hosts)
-            response = await client.post(row["url"], content=body.encode(),
-                                         headers=signed_headers(self.key, row["msg_id"], body))
+            address = await check_resolved(row["url"], self.allowed_hosts)
+            target, host_header, extensions = pinned_request(row["url"], address)
+            response = await client.post(target, content=body.encode(), extensions=extensions,
+                                         headers={**signed_headers(self.key, row["msg_id"], body), **host_header})
             status = response.status_code
         except WebhookURLError as exc:
             self.failed += 1
             await run(store.webhook_result, row["id"], delivered=False, error=str(exc))
             logger.warning("webhook %s not sent: %s", row["msg_id"], exc)
             return
-        except (httpx.HTTPError, OSError) as exc:
+        except Exception as exc:  # every failure counts as an attempt: a row must never stay stuck
             status, error = None, f"{type(exc).__name__}: {redact_text(str(exc))[:200]}"
         else:
             error = f"HTTP {status}"

@@ -529,3 +529,24 @@ def test_client_import_stays_clear_of_comfyui_and_the_service():
     forbidden = ("server", "folder_paths", "comfy", "nodes", "torch", "openai", "aiohttp", "tqdm",
                  "comfyui_twitterchat.service")
     assert [m for m in loaded if m.split(".")[0] in forbidden or m.startswith(forbidden[-1])] == []
+
+
+def test_replayed_events_never_move_a_followed_task_backwards():
+    from comfyui_twitterchat.client.follow import TaskWatch
+
+    seen = []
+    watch = TaskWatch("t1", on_update=lambda task: seen.append((task["status"], task["progress"])))
+    for status, progress in (("running", 0.6), ("queued", 0.0), ("running", 0.2), ("running", 0.6),
+                             ("running", 0.8), ("completed", 1.0), ("running", 0.9)):
+        watch.update({"task_id": "t1", "status": status, "progress": progress, "attempts": 1})
+    assert seen == [("running", 0.6), ("running", 0.8), ("completed", 1.0)]
+    retried = TaskWatch("t2", on_update=lambda task: seen.append(task["status"]))
+    retried.update({"task_id": "t2", "status": "running", "progress": 0.5, "attempts": 1})
+    retried.update({"task_id": "t2", "status": "queued", "progress": 0.0, "attempts": 2})  # run again after a restart
+    assert retried.task["attempts"] == 2 and retried.task["status"] == "queued"
+
+
+def test_a_list_limit_over_one_page_asks_for_full_pages():
+    from comfyui_twitterchat.client import calls
+
+    assert calls.page_size(1000) == 500 and calls.page_size(20) == 20 and calls.page_size(None) is None

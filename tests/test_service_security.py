@@ -68,6 +68,15 @@ def test_invalid_workflows_are_refused_with_comfyuis_node_errors_and_nothing_is_
         "persona_file": "tea_girl_meilin.json", "user_id": "u1", "llm_profile": pasted}}, headers=AUTH)
     assert status == 400 and "llm_profile" in answer["error"]["message"] and pasted not in json.dumps(answer)
     assert pasted not in guarded.log_text()
+    status, answer, _ = call(guarded.url, "POST", f"{API}/tasks", {"workflow": {"1": 5}}, headers=AUTH)
+    assert status == 400 and answer["error"]["type"] == "invalid_workflow", answer
+    status, answer, _ = call(guarded.url, "POST", f"{API}/batches", {
+        "name": "n", "template": "persona_posts", "personas": ["tea_girl_meilin.json"], "priority": 10 ** 20},
+        headers=AUTH)
+    assert status == 400 and "priority" in answer["error"]["message"], answer
+    status, answer, _ = call(guarded.url, "POST", f"{API}/batches", {
+        "name": "n", "template": "persona_posts", "personas": [["a list"]]}, headers=AUTH)
+    assert status == 400 and "personas[0]" in answer["error"]["message"], answer
     status, answer, _ = call(guarded.url, "POST", f"{API}/tasks", raw=b"{not json", headers=AUTH)
     assert status == 400 and answer["error"]["type"] == "invalid_request"
     assert count_tasks(guarded) == 0
@@ -102,6 +111,10 @@ def test_idempotency_keys_replay_the_first_answer_and_refuse_another_body(guarde
     assert again[2].get("Idempotent-Replayed") == "true"
     other = call(guarded.url, "POST", f"{API}/tasks", {**body, "metadata": {"try": 2}}, headers=headers)
     assert other[0] == 409 and other[1]["error"]["type"] == "idempotency_conflict"
+    assert count_tasks(guarded) == before + 1
+    # ComfyUI also serves every route under /api: the same key there is the same key.
+    alias = call(guarded.url, "POST", f"/api{API}/tasks", body, headers=headers)
+    assert alias[0] == 202 and alias[1] == first[1]
     assert count_tasks(guarded) == before + 1
     # A refused body with a key is refused again the same way, and still stores nothing.
     bad = {"workflow": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}

@@ -96,7 +96,8 @@ def test_restart_requeues_by_attempts_and_fails_the_rest_as_restarted(tmp_path):
     store.observe(ids[0], "running", progress=0.5)
     store.db.execute("UPDATE tasks SET attempts = 2 WHERE task_id = ?", (ids[1],))
     store.request_cancel(ids[2])
-    store.db.close()  # like kill -9: nothing more is written
+    store.db.close()  # like kill -9: nothing more is written, and the OS frees the owner lock
+    store._release_owner()
     store = Store(path)
     assert store.counts[SUBMITTED] == 2 and store.counts[RUNNING] == 1 and store.counts[WAITING] == 1
     store.requeue_after_restart(max_attempts=2)
@@ -108,6 +109,15 @@ def test_restart_requeues_by_attempts_and_fails_the_rest_as_restarted(tmp_path):
     assert untouched["status"] == "queued" and untouched["attempts"] == 0
     assert [t for t, _ in store.next_waiting(10)] == [ids[0], ids[3]]
     store.close()
+
+
+def test_a_second_comfyui_cannot_open_a_store_in_use(store):
+    from comfyui_twitterchat.service.store import StoreError
+
+    with pytest.raises(StoreError, match="in use by another ComfyUI"):
+        Store(store.path)
+    (task_id,), _, _ = add(store)  # the owner is unaffected
+    assert store.get_task(task_id)["status"] == "queued"
 
 
 def test_waiting_order_is_priority_then_submission(store):
@@ -221,6 +231,36 @@ def test_webhook_urls_to_private_places_are_refused_by_default(url):
         check_url(url, ())
 
 
+def test_webhook_urls_that_could_never_be_sent_are_refused_at_submit():
+    for url in ("http://a..b.com/hook", "http://" + "x" * 64 + ".example.org/h", "http://example.com:abc/",
+                "http://example.com:99999/"):
+        with pytest.raises(WebhookURLError):
+            check_url(url, ())
+
+
+def test_a_webhook_send_connects_to_the_address_that_was_checked(monkeypatch):
+    import asyncio
+    import socket
+
+    from comfyui_twitterchat.service.webhooks import check_resolved, pinned_request
+
+    answers = iter(["93.184.215.14", "127.0.0.1"])  # DNS rebinding: public when checked, loopback after
+
+    async def getaddrinfo(host, port, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    async def resolve():
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+        return await check_resolved("https://hooks.example.org/h?x=1", ())
+
+    address = asyncio.run(resolve())
+    assert address == "93.184.215.14"
+    target, headers, extensions = pinned_request("https://hooks.example.org/h?x=1", address)
+    assert target == "https://93.184.215.14:443/h?x=1"
+    assert headers == {"host": "hooks.example.org"} and extensions == {"sni_hostname": "hooks.example.org"}
+    assert pinned_request("http://127.0.0.1:9/h", None) == ("http://127.0.0.1:9/h", {}, {})
+
+
 def test_webhook_allow_list():
     assert check_url("http://127.0.0.1:9000/hook", ("127.0.0.1",))
     assert check_url("https://example.org/hook", ())
@@ -286,4 +326,36 @@ def test_a_cancel_that_loses_the_race_with_the_feeder_keeps_following_the_task(t
     assert task_id in service.inflight  # its final state, from the monitor, will still be applied
     assert store.cancel_requested(task_id)
     service.executor.shutdown()
+    store.close()
+
+
+def test_a_delivery_that_raises_anything_is_an_attempt_not_a_stuck_outbox_row(tmp_path):
+    import asyncio
+
+    from comfyui_twitterchat.service.webhooks import WebhookSender
+
+    now = 1000.0
+    store = Store(tmp_path / "w.sqlite3", clock=lambda: now)
+    store._write(lambda events: store._enqueue_webhook("http://127.0.0.1:9/h", "task.completed", {"task_id": "t"}))
+
+    class Service:
+        def __init__(self):
+            self.store = store
+
+        async def run(self, fn, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    class ClientDouble:
+        """TEST DOUBLE for httpx.AsyncClient: every send fails with an error httpx does not wrap."""
+
+        async def post(self, *args, **kwargs):
+            raise UnicodeError("label too long")
+
+    settings = parse_service_settings({}, {"TWITTERCHAT_WEBHOOK_SECRET": SECRET})
+    sender = WebhookSender(Service(), settings.webhook_key, ("127.0.0.1",))
+    (row,) = store.due_webhooks(now)
+    asyncio.run(sender._deliver(ClientDouble(), row))
+    after = store.db.execute("SELECT attempts, next_at, dead, last_error FROM outbox").fetchone()
+    assert after["attempts"] == 1 and after["next_at"] > now and not after["dead"]
+    assert "UnicodeError" in after["last_error"] and store.due_webhooks(now) == []
     store.close()
