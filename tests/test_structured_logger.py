@@ -98,3 +98,31 @@ def test_console_line_is_readable(parent_handlers, capsys):
     sl.get_logger("monitor").info("tick done", extra={"context": {"infos": 3}})
     err = capsys.readouterr().err
     assert "INFO [twitterchat.monitor] tick done infos=3" in err
+
+
+def test_every_configured_secret_and_the_common_patterns_are_redacted(tmp_path, monkeypatch):
+    from comfyui_twitterchat.utils import structured_logger as sl
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"llm": {"profiles": {"corp": {"kind": "openai", "api_key_env": "CORP_LLM_KEY"}}}}))
+    monkeypatch.setenv("TWITTERCHAT_CONFIG", str(config))
+    monkeypatch.setenv("CORP_LLM_KEY", "corp-key-0123456789abcdef")
+    monkeypatch.setenv("KY_MONITOR_ROCKETMQ_SECRET_KEY", "rocket-secret-98765")
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"profiles": {"openai": {"api_key": "from-secrets-file-abcdef"}}}))
+    monkeypatch.setattr(sl, "_PACK_ROOT", tmp_path)
+    text = ("corp-key-0123456789abcdef | rocket-secret-98765 | from-secrets-file-abcdef | "
+            "Authorization: Basic dXNlcjpwYXNzd29yZA== | https://maps.example/api?key=AIzaSyA1b2c3&lang=zh")
+    redacted = sl.redact_text(text)
+    for secret in ("corp-key-0123456789abcdef", "rocket-secret-98765", "from-secrets-file-abcdef",
+                   "dXNlcjpwYXNzd29yZA==", "AIzaSyA1b2c3"):
+        assert secret not in redacted, (secret, redacted)
+    assert "?key=***&lang=zh" in redacted and "Basic ***" in redacted
+
+
+def test_a_malformed_logging_call_never_raises(capsys):
+    from comfyui_twitterchat.utils.structured_logger import get_logger
+
+    log = get_logger("twitterchat.test.malformed")
+    log.warning("%d days", "x")  # would raise TypeError in a plain logging.Formatter
+    assert "days" in capsys.readouterr().err

@@ -9,9 +9,12 @@ never touched, and ``twitterchat`` does not propagate to it, so ComfyUI does
 not print our lines twice.
 
 Every record passes a redaction filter first: values that look like
-credentials (``sk-...`` keys, bearer tokens, ``password=...``, and the current
-values of the secret environment variables) are replaced by ``***`` in the
-message, the context and the traceback, on every handler.
+credentials (``sk-...`` keys, bearer and basic authorization, ``password=...``,
+``?key=...``, ``user:password@`` in URLs, ``whsec_...``) and the values of every
+configured secret (the secret environment variables, each LLM profile's
+``api_key_env``, everything in ``secrets.json``) are replaced by ``***`` in the
+message, the context and the traceback, on every handler. A malformed logging
+call is logged as it is, never raised.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)\b(api[_-]?key|password|passwd|secret|token)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+"),
     re.compile(r"(?i)(redis|rediss|amqp|https?)://([^:/@\s]*):([^@\s]+)@"),  # credentials in URLs
     re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"),                    # webhook signing secrets
+    re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/=]{8,}"),              # Authorization: Basic
+    re.compile(r"(?i)([?&](?:key|api[_-]?key|apikey|token|access[_-]?token|secret|password|sig|signature)=)"
+               r"[^&\s#'\"]+"),                                   # credentials in query strings
 )
 
 _configure_lock = threading.Lock()
@@ -51,10 +57,65 @@ _LEVEL_COLOURS = {"DEBUG": "\x1b[36m", "INFO": "\x1b[32m", "WARNING": "\x1b[33m"
 _RESET = "\x1b[0m"
 
 
+_PACK_ROOT = Path(__file__).resolve().parent.parent
+_file_secrets_cache: dict[str, Any] = {"stamp": None, "values": (), "names": ()}
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime, stat.st_size)
+
+
+def _configured_secrets() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(values from secrets.json, environment variable names the LLM profiles read keys from),
+    re-read only when config.json or secrets.json changes."""
+    config_path = Path(os.environ.get("TWITTERCHAT_CONFIG") or _PACK_ROOT / "config.json")
+    secrets_path = _PACK_ROOT / "secrets.json"
+    stamp = (str(config_path), _stamp(config_path), str(secrets_path), _stamp(secrets_path))
+    cache = _file_secrets_cache
+    if cache["stamp"] == stamp:
+        return cache["values"], cache["names"]
+    values: list[str] = []
+    names: list[str] = []
+    try:
+        secrets = json.loads(secrets_path.read_text(encoding="utf-8"))
+        _collect_strings(secrets, values)
+    except (OSError, ValueError):
+        pass
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        for profile in ((config.get("llm") or {}).get("profiles") or {}).values():
+            if isinstance(profile, dict) and isinstance(profile.get("api_key_env"), str):
+                names.append(profile["api_key_env"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    cache.update(stamp=stamp, values=tuple(values), names=tuple(names))
+    return cache["values"], cache["names"]
+
+
+def _collect_strings(value: Any, into: list[str], depth: int = 0) -> None:
+    if depth > 6:
+        return
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_strings(item, into, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_strings(item, into, depth + 1)
+
+
 def _known_secret_values() -> list[str]:
-    values = [os.environ.get(name, "") for name in SECRET_ENV_VARS]
+    """The values of every configured secret: the secret environment variables, the variables
+    the LLM profiles name (``api_key_env``), and everything in ``secrets.json``."""
+    file_values, names = _configured_secrets()
+    values = [os.environ.get(name, "") for name in (*SECRET_ENV_VARS, *names)] + list(file_values)
     # Short values would redact ordinary words; real keys are long.
-    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+    return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)
 
 
 def redact_text(text: str) -> str:
@@ -68,6 +129,8 @@ def redact_text(text: str) -> str:
     text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}{REDACTED}", text)
     text = _SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}://{m.group(2)}:{REDACTED}@", text)
     text = _SECRET_PATTERNS[4].sub(REDACTED, text)
+    text = _SECRET_PATTERNS[5].sub(f"Basic {REDACTED}", text)
+    text = _SECRET_PATTERNS[6].sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
 
 
@@ -94,7 +157,11 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_twitterchat_redacted", False):
             return True
-        record.msg = redact_text(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call (log.warning("%d", "x")) must never raise into the caller
+            message = f"{record.msg} (log arguments did not fit the message: {record.args!r})"
+        record.msg = redact_text(message)
         record.args = None
         context = getattr(record, "context", None)
         if context is not None:
