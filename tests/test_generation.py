@@ -213,3 +213,36 @@ def test_missing_endpoint_is_a_configuration_error(persona, tmp_path, monkeypatc
         asyncio.run(pool.complete("openai", LLMRequest(system="s", prompt="p")))
     with pytest.raises(LLMConfigError, match="unknown LLM profile 'nope'"):
         asyncio.run(pool.complete("nope", LLMRequest(system="s", prompt="p")))
+
+
+def test_the_test_server_refuses_what_the_real_service_refuses(fake_llm):
+    import httpx
+
+    server = fake_llm()
+    strict = {"type": "json_schema", "json_schema": {"name": "content_calendar", "strict": True, "schema": {
+        "type": "object", "properties": {"topic": {"type": "string", "minLength": 1}}, "required": ["topic"],
+        "additionalProperties": False}}}
+    answer = httpx.post(server.base_url + "/chat/completions", json={
+        "model": "gpt-4o-mini", "messages": [], "response_format": strict}, timeout=10)
+    assert answer.status_code == 400 and "'minLength' is not permitted" in answer.json()["error"]["message"]
+    answer = httpx.post(server.base_url + "/chat/completions", json={
+        "model": "o4-mini", "messages": [], "max_tokens": 100}, timeout=10)
+    assert answer.status_code == 400 and "max_completion_tokens" in answer.json()["error"]["message"]
+
+
+def test_a_full_month_plans_through_strict_structured_outputs_on_a_reasoning_model(fake_llm, persona, tmp_path):
+    from comfyui_twitterchat.tools.calendar_planner import month_schema
+    from comfyui_twitterchat.utils.llm_client import strict_schema
+
+    server = fake_llm()
+    profile = LLMProfile(name="o4", base_url=server.base_url, model="o4-mini", timeout=10, max_retries=0,
+                         api_key_env="TWITTERCHAT_TEST_KEY")
+    pool = LLMClientPool(max_concurrent=4, settings=LLMSettings(default_profile="o4", profiles={"o4": profile}))
+    month = asyncio.run(CalendarBook(persona, tmp_path, pool, "o4", partial(month_holidays, persona)).month(2026, 10))
+    assert len(month["days"]) == 31
+    (request,) = server.requests
+    assert "max_tokens" not in request and "temperature" not in request and "stop" not in request
+    assert request["max_completion_tokens"] >= 31 * 100
+    sent = request["response_format"]["json_schema"]
+    assert sent["strict"] is True and sent["schema"] == strict_schema(month_schema(31))
+    assert "minItems" not in json.dumps(sent) and "pattern" not in json.dumps(sent)

@@ -46,6 +46,10 @@ DAY_SCHEMA = {
 }
 
 
+# A day as JSON is about 60 to 90 tokens; 31 days at 60 each left no room to close the answer.
+PLAN_TOKENS_PER_DAY = 120
+
+
 def month_schema(days: int) -> dict[str, Any]:
     return {"type": "object",
             "properties": {"days": {"type": "array", "items": DAY_SCHEMA, "minItems": days, "maxItems": days}},
@@ -122,7 +126,8 @@ def plan_request(persona: Persona, year: int, month: int, holidays: dict[int, li
                   "Each line: theme | topic | photo scene | posting time.\n" + "\n".join(examples) + "\n")
     return LLMRequest(system=build_system_prompt(persona), prompt=prompt, completion_prompt=completion,
                       json_schema=month_schema(days), schema_name="content_calendar",
-                      grammar=plan_grammar(days), max_tokens=60 * days, temperature=0.8, seed=seed,
+                      grammar=plan_grammar(days), max_tokens=PLAN_TOKENS_PER_DAY * days + 200, temperature=0.8,
+                      seed=seed,
                       tag=f"calendar {year}-{month:02d}")
 
 

@@ -28,6 +28,7 @@ import collections
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -370,17 +371,7 @@ class LLMClientPool:
     async def _call_openai(self, profile: LLMProfile, request: LLMRequest) -> str:
         import openai
 
-        kwargs: dict[str, Any] = {
-            "model": profile.model, "max_tokens": request.max_tokens, "temperature": request.temperature,
-            "messages": [{"role": "system", "content": request.system},
-                         {"role": "user", "content": request.prompt}]}
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
-        if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.schema_name, "schema": dict(request.json_schema), "strict": True}}
+        kwargs = chat_arguments(profile.model, request)
         try:
             response = await self._client(profile).chat.completions.create(**kwargs)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -401,6 +392,66 @@ class LLMClientPool:
             return response.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError):
             raise LLMContentError("the response has no choices[0].message.content") from None
+
+
+# Structured outputs with "strict": true accept only a subset of JSON Schema: every property
+# required, additionalProperties false, and none of the constraint keywords below (refused
+# outright on some models). The schema sent keeps the structure; the full schema, bounds
+# included, is checked locally on the answer.
+STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "anyOf",
+                   "description", "$defs", "$ref", "const"}
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+REASONING_ALLOWANCE = 4096  # completion tokens a reasoning model spends thinking before it answers
+
+
+def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` within OpenAI's strict structured-output subset."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key not in STRICT_KEYWORDS:
+                continue
+            if key in ("properties", "$defs"):
+                out[key] = {name: strip(sub) for name, sub in value.items()}
+            elif key in ("items", "anyOf"):
+                out[key] = strip(value)
+            else:
+                out[key] = value
+        if out.get("type") == "object" or "properties" in out:
+            out["required"] = list(out.get("properties", {}))
+            out["additionalProperties"] = False
+        return out
+
+    return strip(schema)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(REASONING_MODEL.match(model.rsplit("/", 1)[-1]))
+
+
+def chat_arguments(model: str, request: LLMRequest) -> dict[str, Any]:
+    """The chat.completions arguments for ``model``: ``max_completion_tokens`` (``max_tokens`` is
+    deprecated, and refused by reasoning models), and for reasoning models (o-series, gpt-5) none
+    of the sampling settings they refuse (temperature, stop)."""
+    reasoning = is_reasoning_model(model)
+    kwargs: dict[str, Any] = {
+        "model": model, "messages": [{"role": "system", "content": request.system},
+                                     {"role": "user", "content": request.prompt}],
+        "max_completion_tokens": request.max_tokens + (REASONING_ALLOWANCE if reasoning else 0)}
+    if not reasoning:
+        kwargs["temperature"] = request.temperature
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    if request.json_schema is not None:
+        kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": request.schema_name, "schema": strict_schema(request.json_schema), "strict": True}}
+    return kwargs
 
 
 def _short(exc: Exception, limit: int = 200) -> str:

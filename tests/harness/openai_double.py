@@ -4,8 +4,11 @@ chosen dates, malformed JSON, hung requests. It also counts requests in flight
 (peak concurrency) and records each request's messages and headers.
 
 Answers: a request with ``response_format.json_schema.name == "content_calendar"``
-gets a valid month plan (as many days as the schema's ``minItems``); any other
+gets a valid month plan (as many days as the prompt asks for); any other
 request gets a short, distinct post mentioning the date found in the prompt.
+It refuses, with the real service's 400 messages, what the real service
+refuses: strict JSON schemas outside the structured-outputs subset, and
+``max_tokens``/``temperature``/``stop`` on reasoning models (o-series, gpt-5).
 """
 
 from __future__ import annotations
@@ -21,6 +24,62 @@ from dataclasses import dataclass, field
 from comfyui_harness import free_port
 
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAYS_ASKED = re.compile(r"days 1 to (\d+)")
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+# JSON Schema keywords OpenAI's strict structured outputs refuse (some on every model, some on
+# older ones): a schema sent with "strict": true may use none of them.
+STRICT_REFUSED = ("minLength", "maxLength", "pattern", "format", "minimum", "maximum", "exclusiveMinimum",
+                  "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "uniqueItems", "minProperties",
+                  "maxProperties", "default")
+
+
+def refusal(body: dict) -> str | None:
+    """The 400 message the real chat.completions endpoint gives this request, if it refuses it."""
+    model = str(body.get("model", ""))
+    if REASONING_MODEL.match(model):
+        if "max_tokens" in body:
+            return ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.")
+        for name in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty"):
+            if name in body:
+                return f"Unsupported parameter: '{name}' is not supported with this model."
+    json_schema = (body.get("response_format") or {}).get("json_schema") or {}
+    if json_schema.get("strict"):
+        return _strict_problem(json_schema.get("name"), json_schema.get("schema") or {}, ())
+    return None
+
+
+def _strict_problem(name, node, where) -> str | None:
+    if isinstance(node, list):
+        for item in node:
+            problem = _strict_problem(name, item, where)
+            if problem:
+                return problem
+        return None
+    if not isinstance(node, dict):
+        return None
+    prefix = f"Invalid schema for response_format '{name}': In context={where!r}, "
+    for key in STRICT_REFUSED:
+        if key in node:
+            return prefix + f"'{key}' is not permitted."
+    if node.get("type") == "object":
+        if node.get("additionalProperties") is not False:
+            return prefix + "'additionalProperties' is required to be supplied and to be false."
+        missing = sorted(set(node.get("properties", {})) - set(node.get("required", [])))
+        if missing:
+            return prefix + f"'required' is required to be supplied and to be an array including every key in " \
+                            f"properties. Missing '{missing[0]}'."
+    for key, value in node.items():
+        if key == "properties":
+            for prop, sub in value.items():
+                problem = _strict_problem(name, sub, (*where, "properties", prop))
+                if problem:
+                    return problem
+        elif key in ("items", "anyOf", "$defs"):
+            problem = _strict_problem(name, value if key != "$defs" else list(value.values()), (*where, key))
+            if problem:
+                return problem
+    return None
 VOCABULARY = ("tea leaves steam morning rain lake bicycle market dumplings lantern garden friends class "
               "oolong jasmine roast kettle window sunrise noodles festival quiet laughter teacup breeze "
               "moss willow bridge poem letter ginger honey chestnut pastry umbrella shadow river").split()
@@ -109,6 +168,10 @@ class FakeOpenAIServer:
         return web.json_response(payload, status=status, headers=headers)
 
     async def _answer(self, body: dict, number: int):
+        refused = refusal(body)
+        if refused is not None:  # what the real service answers 400 to, answered 400 here too
+            return 400, {"error": {"message": refused, "type": "invalid_request_error", "param": None,
+                                   "code": None}}
         faults = self.faults
         text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
         dates = DATE.findall(text)
@@ -127,8 +190,7 @@ class FakeOpenAIServer:
                                   .get("json_schema", {}).get("name") == "content_calendar")
             if calendar_number <= faults.bad_calendar_json:
                 return 200, completion("{\"days\": [ this is not json", number)
-            schema = body["response_format"]["json_schema"]["schema"]
-            days = schema["properties"]["days"]["minItems"]
+            days = int(DAYS_ASKED.search(text).group(1))
             plan = {"days": [{"day": d, "theme": f"theme {d % 7}", "topic": f"topic for day {d}",
                               "scene_hint": f"a cozy scene number {d} with warm light",
                               "posting_time": f"{8 + d % 12:02d}:30"} for d in range(1, days + 1)]}
