@@ -126,3 +126,15 @@ def test_a_malformed_logging_call_never_raises(capsys):
     log = get_logger("twitterchat.test.malformed")
     log.warning("%d days", "x")  # would raise TypeError in a plain logging.Formatter
     assert "days" in capsys.readouterr().err
+
+
+def test_the_json_lines_file_rotates(tmp_path, parent_handlers, monkeypatch):
+    monkeypatch.setattr(sl, "LOG_FILE_MAX_BYTES", 2000)
+    log = sl.get_logger("nodes.rotating", log_dir=tmp_path, level="INFO")
+    for i in range(200):
+        log.info("line %d %s", i, "x" * 40)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert sl.LOG_FILE_NAME in files and f"{sl.LOG_FILE_NAME}.1" in files
+    assert len(files) <= 1 + sl.LOG_FILE_BACKUPS
+    assert all(p.stat().st_size <= 2000 + 500 for p in tmp_path.iterdir())
+

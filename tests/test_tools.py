@@ -93,7 +93,8 @@ def test_concurrent_saves_of_one_day_get_their_own_folders(tmp_path):
 
 
 @pytest.mark.parametrize("user_id, day", [("../x", "2026-11-23"), ("u1", "../../etc"), ("u1", "2026-11-23/../../x"),
-                                          ("u1", "")])
+                                          ("u1", ""), ("u1", "2026-01-01\n"), ("u1", "２０２６-01-01"),
+                                          ("u1", "2026-02-30"), ("u1", "2026-13-01")])
 def test_output_folder_cannot_escape(tmp_path, user_id, day):
     with pytest.raises(UnsafePathError):
         new_day_folder(tmp_path, user_id, day)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 
 from .comfy_env import output_directory
 from .safe_paths import UnsafePathError, safe_join, validate_user_id
 from .settings import OutputSettings
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits only (\d takes any script's)
 
 
 def output_root() -> Path:
@@ -28,8 +29,12 @@ def new_day_folder(root: Path, user_id: str, day: str) -> Path:
     ``os.mkdir`` is atomic, so two workflows saving the same day at once get two folders.
     """
     validate_user_id(user_id)
-    if not _DATE.match(day or ""):
+    if not isinstance(day, str) or not _DATE.fullmatch(day):
         raise UnsafePathError(f"date must look like YYYY-MM-DD, got {day!r}")
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        raise UnsafePathError(f"date {day!r} is not a calendar date") from None
     user_dir = safe_join(root, user_id)
     user_dir.mkdir(parents=True, exist_ok=True)
     for run in range(1, 10_000):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -32,6 +33,8 @@ from typing import Any, Mapping
 
 ROOT_LOGGER_NAME = "twitterchat"
 LOG_FILE_NAME = "twitterchat.jsonl"
+LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
 REDACTED = "***"
 
 # Environment variables whose values are secrets wherever they show up.
@@ -260,7 +263,9 @@ def configure(log_dir: str | os.PathLike | None = None, level: str | int = "INFO
             path = Path(log_dir).expanduser().resolve() / LOG_FILE_NAME
             if not _has_handler(parent, "jsonl", str(path)):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+                # 10 MB a file, the 5 newest kept: a long-running ComfyUI never fills the disk
+                handler = logging.handlers.RotatingFileHandler(path, encoding="utf-8", delay=True,
+                                                               maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS)
                 handler.setFormatter(JsonLinesFormatter())
                 _add_handler(parent, handler, "jsonl", str(path))
     return parent
