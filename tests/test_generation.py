@@ -172,8 +172,10 @@ def test_concurrent_workflows_share_one_intact_calendar(fake_llm, persona, tmp_p
     assert not errors
     stored = json.loads((tmp_path / "meilin_001" / "calendars" / "2026-12.json").read_text())
     assert all(result == stored for result in results) and len(results) == 4
+    calendar_requests = [r for r in server.requests if r.get("response_format")]
+    assert len(calendar_requests) == 1  # one workflow planned the month; the others waited for its plan
     assert sorted(p.name for p in (tmp_path / "meilin_001" / "calendars").iterdir()) == [
-        ".2026-12.json.lock", "2026-12.json"]
+        ".2026-12.json.lock", ".2026-12.json.planning.lock", "2026-12.json"]
 
 
 def test_one_bound_across_event_loops_and_threads():

@@ -19,12 +19,13 @@ import calendar as month_calendar
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 
-from ..utils.file_lock import atomic_write_json, file_lock, read_json
+from ..utils.file_lock import FileLock, atomic_write_json, file_lock, read_json
 from ..utils.llm_client import LLMClientPool, LLMContentError, LLMRequest
 from ..utils.safe_paths import safe_join
 from .persona_card import Persona, build_system_prompt
@@ -45,6 +46,9 @@ DAY_SCHEMA = {
     "additionalProperties": False,
 }
 
+
+PLANNING_WAIT_SECONDS = 900
+_LOCK_WAITERS = ThreadPoolExecutor(4, thread_name_prefix="twitterchat-calendar-lock")  # how long a workflow waits for another one planning the same month
 
 # A day as JSON is about 60 to 90 tokens; 31 days at 60 each left no room to close the answer.
 PLAN_TOKENS_PER_DAY = 120
@@ -131,6 +135,17 @@ def plan_request(persona: Persona, year: int, month: int, holidays: dict[int, li
                       tag=f"calendar {year}-{month:02d}")
 
 
+async def _acquire(lock: FileLock) -> None:
+    """Take a blocking file lock off the event loop; if the waiting task is cancelled (ComfyUI's
+    Cancel), the lock is released as soon as the thread gets it, never left held."""
+    pending = _LOCK_WAITERS.submit(lock.acquire)
+    try:
+        await asyncio.wrap_future(pending)
+    except asyncio.CancelledError:
+        pending.add_done_callback(lambda done: done.exception() is None and lock.release())
+        raise
+
+
 class CalendarBook:
     """A persona's monthly plans, from the cache or planned on demand."""
 
@@ -156,8 +171,17 @@ class CalendarBook:
         loop = asyncio.get_running_loop()
         cached = None if regenerate else await loop.run_in_executor(None, self._read, path)
         if cached is None:
-            planned = await self._plan(year, month)
-            cached = await loop.run_in_executor(None, self._store, path, planned, regenerate)
+            # One planner per month across workflows and processes: the others wait for its plan
+            # (a lock of its own: the cache file's lock is taken again to store the plan).
+            planning = FileLock(path.with_name(f"{path.name}.planning"), timeout=PLANNING_WAIT_SECONDS)
+            await _acquire(planning)
+            try:
+                cached = None if regenerate else await loop.run_in_executor(None, self._read, path)
+                if cached is None:
+                    planned = await self._plan(year, month)
+                    cached = await loop.run_in_executor(None, self._store, path, planned, regenerate)
+            finally:
+                planning.release()
         self.months[key] = cached
         return cached
 
