@@ -39,6 +39,7 @@ class DayPost:
     weighted_length: int = 0
     attempts: int = 0
     error: str | None = None
+    warning: str | None = None  # e.g. a near-duplicate kept because every rewrite was unusable
     context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -106,6 +107,11 @@ async def write_post(pool: LLMClientPool, profile: str, persona: Persona, post: 
     return post
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    """ComfyUI's Cancel (its InterruptProcessingException) ends the whole node, not one day."""
+    return type(exc).__name__ == "InterruptProcessingException"
+
+
 async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
                          contexts: list[dict[str, Any]],
                          entry_for: Callable[[date], Awaitable[dict[str, Any]]],
@@ -118,7 +124,11 @@ async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
     for post in posts:  # months are planned (or read from the cache) one at a time, in order
         try:
             entries.append(await entry_for(date.fromisoformat(post.date)))
-        except LLMError as exc:
+        except Exception as exc:  # a day's boundary: a lock timeout or a damaged cache fails that day only
+            if _is_interrupt(exc):
+                raise
+            if not isinstance(exc, LLMError):
+                logger.exception("no calendar entry for %s", post.date)
             post.error = f"no calendar entry: {type(exc).__name__}: {exc}"
             entries.append(None)
     for post, entry in zip(posts, entries):
@@ -129,11 +139,24 @@ async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
     limit = asyncio.Semaphore(max(1, max_concurrent))
 
     async def run(index: int, avoid: list[str], report: bool = False) -> None:
+        post = posts[index]
+        earlier = (post.text, post.weighted_length) if post.ok and post.text else None
         async with limit:
             day_seed = None if seed is None else seed + index
-            await write_post(pool, profile, persona, posts[index], entries[index], day_seed, avoid)
+            try:
+                await write_post(pool, profile, persona, post, entries[index], day_seed, avoid)
+            except Exception as exc:  # a day's boundary: one day's unexpected error fails that day only
+                if _is_interrupt(exc):
+                    raise
+                logger.exception("post for %s failed", post.date)
+                post.error, post.text, post.weighted_length = f"{type(exc).__name__}: {exc}", "", 0
+        if earlier is not None and not post.ok:
+            # A rewrite to avoid a near-duplicate failed: the day keeps the post it had.
+            logger.warning("kept the earlier post for %s: the rewrite failed (%s)", post.date, post.error)
+            post.warning = f"kept the earlier post; the rewrite failed: {post.error}"
+            post.text, post.weighted_length, post.error = earlier[0], earlier[1], None
         if report and on_day_done is not None:
-            on_day_done(posts[index])
+            on_day_done(post)
 
     pending = [i for i, e in enumerate(entries) if e is not None]
     if on_day_done is not None:
