@@ -163,3 +163,40 @@ def test_missing_file_lists_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(persona_node, "input_directory", lambda: tmp_path)
     with pytest.raises(ValueError, match="'nobody.json' not found in: .*examples"):
         PersonaLoader().load("file", "nobody.json", "", "u1")
+
+
+def png_bytes(chunks):
+    """A PNG assembled chunk by chunk (what other tools write: zTXt, iTXt, huge dimensions)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in chunks:
+        out += chunk(kind, data)
+    return out + chunk(b"IEND", b"")
+
+
+def test_png_cards_are_read_from_their_text_chunks_only(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    monkeypatch.setattr(persona_node, "input_directory", lambda: tmp_path)
+    encoded = base64.b64encode(json.dumps(MEILIN).encode())
+    # 40,000 x 40,000 pixels declared: decoding them would be a decompression bomb; never decoded.
+    header = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)
+    (tmp_path / "bomb.png").write_bytes(png_bytes([(b"IHDR", header), (b"tEXt", b"chara\0" + encoded),
+                                                   (b"IDAT", zlib.compress(b"\0" * 1000))]))
+    assert PersonaLoader().load("file", "bomb.png", "", "u1")[0].name == "Meilin"
+    (tmp_path / "z.png").write_bytes(png_bytes([(b"IHDR", header), (b"zTXt", b"chara\0\0" + zlib.compress(encoded))]))
+    assert PersonaLoader().load("file", "z.png", "", "u1")[0].name == "Meilin"
+    (tmp_path / "i.png").write_bytes(png_bytes([(b"IHDR", header),
+                                                (b"iTXt", b"ccv3\0\x01\0en\0\0" + zlib.compress(encoded))]))
+    assert PersonaLoader().load("file", "i.png", "", "u1")[0].name == "Meilin"
+    # A text chunk that inflates without end is refused by name, after a bounded amount of work.
+    bomb_text = zlib.compress(b"A" * (20 * 1024 * 1024), 9)
+    (tmp_path / "textbomb.png").write_bytes(png_bytes([(b"IHDR", header), (b"zTXt", b"chara\0\0" + bomb_text)]))
+    with pytest.raises(ValueError, match="textbomb.png: the 'chara' chunk inflates beyond"):
+        PersonaLoader().load("file", "textbomb.png", "", "u1")

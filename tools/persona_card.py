@@ -17,6 +17,8 @@ import binascii
 import copy
 import json
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,21 +184,72 @@ def card_from_json_text(text: str, source: str = "persona_json") -> dict[str, An
     return parse_card(raw, source)
 
 
-def card_from_png(path: Path) -> dict[str, Any]:
-    from PIL import Image, UnidentifiedImageError  # Pillow: already a ComfyUI dependency
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_TEXT_CHUNK_BYTES = MAX_CARD_BYTES * 2  # a compressed text chunk may not inflate beyond this
 
+
+def _inflate(data: bytes, name: str, key: str) -> bytes:
+    inflater = zlib.decompressobj()
     try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise PersonaError(f"{path.name}: not a PNG card (format {image.format})")
-            image.load()
-            chunks = dict(getattr(image, "text", {}) or {})
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        out = inflater.decompress(data, MAX_TEXT_CHUNK_BYTES)
+    except zlib.error as exc:
+        raise PersonaError(f"{name}: the '{key}' chunk is not valid compressed text ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise PersonaError(f"{name}: the '{key}' chunk inflates beyond {MAX_TEXT_CHUNK_BYTES // (1024 * 1024)} MiB; "
+                           "not a character card")
+    return out
+
+
+def png_text_chunks(path: Path) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG, read chunk by chunk: the pixels are never
+    decoded, so an image bomb costs nothing, and compressed text is capped."""
+    name = path.name
+    chunks: dict[str, str] = {}
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if handle.read(8) != PNG_SIGNATURE:
+            raise PersonaError(f"{name}: unreadable PNG (no PNG signature)")
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                break  # truncated after the last complete chunk: use what was read
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                break
+            if not kind.isalpha() or handle.tell() + length + 4 > size:
+                raise PersonaError(f"{name}: unreadable PNG (a damaged or truncated chunk)")
+            if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+                handle.seek(length + 4, 1)  # skip the data (pixels included) and its CRC
+                continue
+            if length > MAX_TEXT_CHUNK_BYTES:
+                raise PersonaError(f"{name}: a text chunk of {length} bytes is too large for a card")
+            data = handle.read(length)
+            handle.seek(4, 1)
+            key, _, rest = data.partition(b"\0")
+            key_text = key.decode("latin-1")
+            if kind == b"tEXt":
+                text = rest.decode("latin-1")
+            elif kind == b"zTXt":
+                text = _inflate(rest[1:], name, key_text).decode("latin-1")
+            else:  # iTXt: flag, method, language\0, translated keyword\0, text
+                flag, body = rest[:1], rest[2:]
+                body = body.split(b"\0", 2)[-1]
+                text = (_inflate(body, name, key_text) if flag == b"\x01" else body).decode("utf-8", "replace")
+            chunks.setdefault(key_text, text)
+    return chunks
+
+
+def card_from_png(path: Path) -> dict[str, Any]:
+    try:
+        chunks = png_text_chunks(path)
+    except OSError as exc:
         raise PersonaError(f"{path.name}: unreadable PNG ({exc})") from None
+    lowered = {key.lower(): value for key, value in chunks.items()}
     for key in PNG_CHUNK_KEYS:
-        if key in chunks:
+        value = chunks.get(key, lowered.get(key))
+        if value is not None:
             try:
-                decoded = base64.b64decode(chunks[key], validate=False).decode("utf-8")
+                decoded = base64.b64decode(value, validate=False).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError) as exc:
                 raise PersonaError(f"{path.name}: the '{key}' chunk is not base64 JSON ({exc})") from None
             return card_from_json_text(decoded, f"{path.name} ({key} chunk)")
