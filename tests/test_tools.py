@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import numpy as np
 import pytest
@@ -137,3 +137,40 @@ def test_weather_from_a_reachable_provider_and_none_when_offline():
     closed = f"http://127.0.0.1:{server.server_address[1]}/v1/forecast"  # nothing listens any more
     offline = build_context(persona, 1, weather_url=closed, weather_timeout=0.5)
     assert offline["weather"] is None and offline["date"] == context["date"]
+
+
+def test_weather_refusals_and_oversized_answers_are_not_retried_and_fixed_offsets_ask_for_auto():
+    import http.server
+    import socketserver
+    from urllib.parse import parse_qs, urlparse
+
+    from comfyui_twitterchat.tools.weather import fetch_weather, provider_timezone
+
+    assert provider_timezone("Asia/Shanghai") == "Asia/Shanghai" and provider_timezone("UTC") == "UTC"
+    assert provider_timezone("UTC+08:00") == "auto" and provider_timezone("Etc/GMT-8") == "auto"
+    seen = []
+
+    class Provider(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            query = parse_qs(urlparse(self.path).query)
+            seen.append((self.path.split("?")[0], query["timezone"][0]))
+            if self.path.startswith("/refuse"):
+                self.send_response(400)
+                self.end_headers()
+                self.wfile.write(b'{"error": true, "reason": "Invalid timezone"}')
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"[" + b"1," * (600 * 1024) + b"1]")  # 1.2 MB
+
+        def log_message(self, *args):
+            pass
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Provider) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        refused = fetch_weather(base + "/refuse", 30.25, 120.17, date(2026, 11, 25), "UTC+08:00", attempts=3)
+        huge = fetch_weather(base + "/huge", 30.25, 120.17, date(2026, 11, 25), "Asia/Shanghai", attempts=3)
+        server.shutdown()
+    assert refused is None and huge is None
+    assert seen == [("/refuse", "auto"), ("/huge", "Asia/Shanghai")]  # each asked once, not retried

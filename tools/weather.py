@@ -22,9 +22,32 @@ WMO_CODES = {0: "clear sky", 1: "mainly clear", 2: "partly cloudy", 3: "overcast
              96: "thunderstorm with hail", 99: "thunderstorm with hail"}
 
 
+MAX_BODY_BYTES = 1024 * 1024  # a forecast for one day is a few hundred bytes
+
+
+class _Refused(ValueError):
+    """The provider refused the request (HTTP 4xx) or answered too much: asking again won't help."""
+
+
 def _get_json(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read(MAX_BODY_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500:
+            raise _Refused(f"HTTP {exc.code}") from None
+        raise
+    if len(body) > MAX_BODY_BYTES:
+        raise _Refused(f"an answer over {MAX_BODY_BYTES // 1024} KiB")
+    return json.loads(body)
+
+
+def provider_timezone(name: str) -> str:
+    """An IANA zone name as it is; anything else (a fixed offset such as ``UTC+08:00``, which
+    Open-Meteo refuses) as ``auto``: the zone of the coordinates."""
+    if name in ("UTC", "GMT") or ("/" in name and not name.upper().startswith(("UTC", "GMT", "ETC/"))):
+        return name
+    return "auto"
 
 
 def fetch_weather(base_url: str, latitude: float, longitude: float, day: date, timezone_name: str,
@@ -32,7 +55,7 @@ def fetch_weather(base_url: str, latitude: float, longitude: float, day: date, t
     if not base_url:
         return None
     query = urllib.parse.urlencode({
-        "latitude": f"{latitude:.4f}", "longitude": f"{longitude:.4f}", "timezone": timezone_name,
+        "latitude": f"{latitude:.4f}", "longitude": f"{longitude:.4f}", "timezone": provider_timezone(timezone_name),
         "daily": "weathercode,temperature_2m_max,temperature_2m_min",
         "start_date": day.isoformat(), "end_date": day.isoformat()})
     url = f"{base_url}?{query}"
@@ -47,6 +70,8 @@ def fetch_weather(base_url: str, latitude: float, longitude: float, day: date, t
         return {"summary": WMO_CODES.get(code, f"weather code {code}"),
                 "temp_max_c": float(daily["temperature_2m_max"][0]),
                 "temp_min_c": float(daily["temperature_2m_min"][0])}
+    except _Refused as exc:
+        logger.warning("weather provider refused the request for %s (%s); continuing without it", day, exc)
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         logger.info("no weather for %s (%s); continuing without it", day, type(exc).__name__)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
