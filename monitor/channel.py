@@ -90,6 +90,7 @@ class BufferedSender:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sending = 0  # how many head messages the sender thread is sending now
         self.sent = 0
         self.dropped = 0
         self.failures = 0
@@ -113,17 +114,21 @@ class BufferedSender:
         with self._cond:
             if len(self._buffer) >= self.maxsize:
                 victim = self._victim()
-                self._forget(self._buffer[victim])
-                del self._buffer[victim]
                 self.dropped += 1
                 self._drop_log(logging.WARNING, "monitor channel %s: buffer full, dropped %d message(s) so far",
                                self.channel.name, self.dropped)
+                if victim is None:  # everything buffered is being sent right now: the newcomer goes
+                    return
+                self._forget(self._buffer[victim])
+                del self._buffer[victim]
             self._buffer.append(message)
             self._per_prompt[message.prompt_id] += 1
             self._cond.notify()
 
-    def _victim(self) -> int:
-        """Index of the message to drop from a full buffer (called with the lock held).
+    def _victim(self) -> int | None:
+        """Index of the message to drop from a full buffer (called with the lock held); ``None``
+        when every buffered message is being sent (then the new one is dropped), so a message is
+        counted either sent or dropped, never both.
 
         Subscribers need each prompt's latest state, above all its final one:
         a message followed by a newer one for the same prompt says nothing the
@@ -132,12 +137,15 @@ class BufferedSender:
         are looked at, so a drop costs the same whatever the buffer size.
         """
         first_not_final = None
-        for index, queued in enumerate(itertools.islice(self._buffer, DROP_SCAN)):
+        start = self._sending  # the head messages on their way to the channel are not dropped
+        if start >= len(self._buffer):
+            return None
+        for index, queued in enumerate(itertools.islice(self._buffer, start, start + DROP_SCAN), start=start):
             if self._per_prompt[queued.prompt_id] > 1:
                 return index
             if first_not_final is None and queued.status not in TERMINAL:
                 first_not_final = index
-        return first_not_final if first_not_final is not None else 0
+        return first_not_final if first_not_final is not None else start
 
     def _forget(self, message: Envelope) -> None:
         left = self._per_prompt[message.prompt_id] - 1
@@ -162,7 +170,9 @@ class BufferedSender:
         with self._cond:
             while not self._buffer and not self._stop.is_set():
                 self._cond.wait(0.5)
-            return list(itertools.islice(self._buffer, self._batch_size))
+            batch = list(itertools.islice(self._buffer, self._batch_size))
+            self._sending = len(batch)
+            return batch
 
     def _run(self) -> None:
         backoff = INITIAL_BACKOFF
@@ -181,16 +191,18 @@ class BufferedSender:
                 self._fail_log(logging.WARNING, "monitor channel %s: send failed (%s: %s); retrying in %.1fs",
                                self.channel.name, type(exc).__name__, exc, backoff)
                 self.cpu_seconds += time.thread_time() - started
+                with self._cond:
+                    self._sending = 0  # still buffered, sent again later (or dropped meanwhile)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             self.cpu_seconds += time.thread_time() - started
             backoff = INITIAL_BACKOFF
             with self._cond:
-                for message in batch:  # in buffer order; a message dropped meanwhile is no longer at the head
-                    if self._buffer and self._buffer[0] is message:
-                        self._forget(self._buffer.popleft())
-            self.sent += len(batch)
+                for _ in batch:  # the sent messages are still the head: nothing drops what is being sent
+                    self._forget(self._buffer.popleft())
+                self._sending = 0
+                self.sent += len(batch)
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent, "dropped": self.dropped, "failures": self.failures,

@@ -118,6 +118,22 @@ def test_blocked_channel_delays_nothing_and_counts_drops(monkeypatch):
         sender.stop()
 
 
+def test_every_offered_message_is_counted_once_sent_or_dropped():
+    release = threading.Event()
+    slow = Recording("slow", block=release)
+    sender = ch.BufferedSender(slow, maxsize=2).start()
+    sender.offer(envelope(0))
+    assert wait_until(lambda: slow.calls == 1)  # p0 is on its way to the channel
+    for i in range(1, 30):
+        sender.offer(envelope(i))
+    assert [m.prompt_id for m in sender._buffer][0] == "p0"  # what is being sent is never dropped
+    release.set()
+    assert wait_until(lambda: sender.pending == 0)
+    sender.stop()
+    assert slow.got[0] == "p0" and slow.got[-1] == "p29"
+    assert sender.sent == len(slow.got) and sender.sent + sender.dropped == 30
+
+
 def test_a_full_buffer_drops_superseded_updates_before_final_states():
     sender = ch.BufferedSender(Recording("unstarted"), maxsize=4)  # never started: nothing drains
 
