@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .query import TERMINAL
 
@@ -266,6 +266,19 @@ class RedisChannel:
         self.client.close()
 
 
+def _started(producer: Any, start: Callable[[], Any]) -> None:
+    """Start a producer; one whose start fails is shut down before the error goes on (each retry
+    builds a new one, and none may be left running with its threads and connections)."""
+    try:
+        start()
+    except BaseException:
+        try:
+            producer.shutdown()
+        except Exception:
+            logger.debug("shutting down a RocketMQ producer that failed to start failed too", exc_info=True)
+        raise
+
+
 class RocketMQChannel:
     """Sends each info as a message: keys = prompt id, tag = status.
 
@@ -296,7 +309,7 @@ class RocketMQChannel:
             return
         producer = Producer(ClientConfiguration(self.namesrv_addr, Credentials(access_key, secret_key)),
                             (self.topic,))
-        producer.startup()
+        _started(producer, producer.startup)
         self._producer, self._message_class, self.flavour = producer, Message, "v5"
 
     def _connect_legacy(self, access_key: str, secret_key: str) -> None:
@@ -309,7 +322,7 @@ class RocketMQChannel:
         producer.set_name_server_address(self.namesrv_addr)
         if access_key and secret_key:
             producer.set_session_credentials(access_key, secret_key, "")
-        producer.start()
+        _started(producer, producer.start)
         self._producer, self._message_class, self.flavour = producer, Message, "legacy"
 
     def send(self, message: Envelope) -> None:

@@ -57,3 +57,31 @@ def test_unreachable_endpoint_is_retried_without_blocking(proxy):
         assert wait_for(lambda: sender.failures > 0, 30), sender.stats()
     finally:
         sender.stop(timeout=2)
+
+
+def test_a_producer_that_fails_to_start_is_shut_down_before_the_next_try(monkeypatch):
+    try:
+        import rocketmq.v5.producer as producer_module
+    except ImportError:
+        need(False, "rocketmq-python-client is not installed (the [rocketmq] extra)")
+    made = []
+
+    class ProducerThatCannotStart:
+        """TEST DOUBLE for the client's Producer: startup fails (no proxy), shutdown is recorded."""
+
+        def __init__(self, *args, **kwargs):
+            self.shut_down = False
+            made.append(self)
+
+        def startup(self):
+            raise ConnectionError("no RocketMQ proxy at this endpoint")
+
+        def shutdown(self):
+            self.shut_down = True
+
+    monkeypatch.setattr(producer_module, "Producer", ProducerThatCannotStart)
+    channel = RocketMQChannel("127.0.0.1:9", "t", "g")
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            channel.send(Envelope.of({"id": "p1", "status": "running"}))
+    assert len(made) == 3 and all(p.shut_down for p in made)
