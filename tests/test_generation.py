@@ -279,3 +279,17 @@ def test_an_unexpected_error_in_one_day_fails_that_day_only(fake_llm, persona, t
     assert not by_date[broken_call].ok and "KeyError" in by_date[broken_call].error
     assert sum(p.ok for p in posts) == 2
 
+
+
+def test_a_posts_prompt_carries_the_lore_its_day_calls_for(persona):
+    from comfyui_twitterchat.tools.tweet_generation import post_request
+
+    context = build_context(persona, 0)
+    entry = {"theme": "weekend", "topic": "a sunrise ride to West Lake", "scene_hint": "bike by the water",
+             "posting_time": "07:30"}
+    request = post_request(persona, context, entry, seed=1, avoid=[], problem=None)
+    assert "bike ride from the shop" in request.system  # the keyed lorebook entry (keys: West Lake)
+    other = post_request(persona, context, dict(entry, topic="a new oolong arrived"), seed=1, avoid=[],
+                         problem=None)
+    assert "bike ride from the shop" not in other.system
+    assert request.system.startswith("You are Meilin.") and "Description:" in request.system

@@ -50,7 +50,8 @@ def test_v2_example_card_loads_with_prompt_rules():
     # system_prompt override with {{original}} standing for the default prompt
     assert system_prompt.startswith("You are Meilin.")
     assert "Description: Meilin is a 26-year-old tea shop owner" in system_prompt
-    assert system_prompt.rstrip().endswith("no hashtags spam.")
+    # the override replaces only the main instruction: the persona's fields still follow it
+    assert system_prompt.index("no hashtags spam.") < system_prompt.index("Description:")
     assert "{{" not in system_prompt
     assert "never reach a prompt" not in system_prompt  # creator_notes
 
@@ -71,9 +72,60 @@ def test_v3_card_and_default_prompt_without_override():
     assert persona.data["assets"][0]["uri"] == "ccdefault:"
 
 
-def test_override_without_original_replaces_the_default():
+def test_an_override_without_original_replaces_only_the_main_instruction():
     _, _, system_prompt, _ = load_json(v3_card(system_prompt="Only {{char}} talking to {{user}}."))
-    assert system_prompt == f"Only Kai talking to {pc.DEFAULT_USER_NAME}."
+    assert system_prompt == (f"Only Kai talking to {pc.DEFAULT_USER_NAME}.\n\n"
+                             "Description: Kai surfs.\n\nPersonality: calm")
+
+
+def test_lore_post_history_depth_prompt_dialogue_and_narration_follow_the_card(monkeypatch):
+    card = v3_card(
+        description="{{char}} surfs at dawn.\n{{user}}: do you ever sleep?\n{{char}} shapes her own boards.",
+        mes_example="<START>\n{{user}}: hi\n{{char}}: *waves from the water* Swell is clean today!\n"
+                    "{{char}}: *nods*",
+        post_history_instructions="Keep it under two sentences. {{original}}",
+        extensions={"depth_prompt": {"prompt": "{{char}} never mentions prices.", "depth": 4, "role": "system"}},
+        character_book={"name": "Kai's world", "extensions": {}, "entries": [
+            {"keys": ["Point Reyes"], "content": "Point Reyes is Kai's home break.", "enabled": True,
+             "insertion_order": 2, "extensions": {}},
+            {"keys": ["board"], "content": "Kai rides a 9'2 log.", "enabled": True, "insertion_order": 1,
+             "constant": True, "extensions": {}},
+            {"keys": ["SHARK"], "content": "A shark scare closed the beach in 2024.", "enabled": True,
+             "insertion_order": 0, "case_sensitive": True, "extensions": {}},
+            {"keys": ["dawn"], "content": "Disabled entry.", "enabled": False, "insertion_order": 0,
+             "extensions": {}}]})
+    persona = load_json(card)[0]
+    prompt = pc.build_system_prompt(persona, scan="a morning at point reyes, shark talk")
+    assert "Description: Kai surfs at dawn.\nKai shapes her own boards." in prompt  # no '{{user}}:' chat line
+    assert "do you ever sleep" not in prompt and "your followers:" not in prompt
+    lore = prompt.split("What you know:\n", 1)[1]
+    assert lore.splitlines() == ["- Kai rides a 9'2 log.", "- Point Reyes is Kai's home break."]  # order, case
+    assert "Disabled entry" not in prompt
+    # insertion_order: lower first (higher numbers sit closer to the end, as in SillyTavern)
+    assert pc.lore_entries(persona, "SHARK sighting") == ["A shark scare closed the beach in 2024.",
+                                                         "Kai rides a 9'2 log."]
+    assert pc.lore_entries(persona, "", budget_tokens=3) == []  # over the budget: left out
+    assert pc.closing_instructions(persona) == "Kai never mentions prices.\n\nKeep it under two sentences."
+    assert persona.example_posts() == ["Swell is clean today!"]  # narration is not a post
+
+
+def test_the_shipped_card_passes_strict_v2_validation():
+    from pack_paths import EXAMPLES_DIR
+
+    card = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text())
+    assert card["spec"] == "chara_card_v2" and card["spec_version"] == "2.0"
+    data = card["data"]
+    for key in ("name", "description", "personality", "scenario", "first_mes", "mes_example", "creator_notes",
+                "system_prompt", "post_history_instructions", "creator", "character_version"):
+        assert isinstance(data[key], str), key
+    assert isinstance(data["alternate_greetings"], list) and isinstance(data["tags"], list)
+    assert isinstance(data["extensions"], dict)
+    book = data["character_book"]
+    assert isinstance(book["extensions"], dict) and isinstance(book["entries"], list)
+    for entry in book["entries"]:  # the V2 spec makes extensions mandatory on every entry ({} by default)
+        assert isinstance(entry["keys"], list) and isinstance(entry["content"], str)
+        assert isinstance(entry["extensions"], dict), entry
+        assert isinstance(entry["enabled"], bool) and isinstance(entry["insertion_order"], (int, float))
 
 
 def test_example_posts_come_from_extension_or_mes_example():

@@ -28,7 +28,7 @@ from typing import Any
 from ..utils.file_lock import FileLock, atomic_write_json, file_lock, read_json
 from ..utils.llm_client import LLMClientPool, LLMContentError, LLMRequest
 from ..utils.safe_paths import safe_join
-from .persona_card import Persona, build_system_prompt
+from .persona_card import Persona, build_system_prompt, closing_instructions
 
 logger = logging.getLogger("twitterchat.calendar")
 
@@ -128,7 +128,10 @@ def plan_request(persona: Persona, year: int, month: int, holidays: dict[int, li
         examples = DEFAULT_EXAMPLE_PLAN
     completion = (f"{persona.summary()}\n{persona.name}'s daily post plan. "
                   "Each line: theme | topic | photo scene | posting time.\n" + "\n".join(examples) + "\n")
-    return LLMRequest(system=build_system_prompt(persona), prompt=prompt, completion_prompt=completion,
+    closing = closing_instructions(persona)
+    if closing:
+        prompt += "\n\n" + closing
+    return LLMRequest(system=build_system_prompt(persona, scan=prompt), prompt=prompt, completion_prompt=completion,
                       json_schema=month_schema(days), schema_name="content_calendar",
                       grammar=plan_grammar(days), max_tokens=PLAN_TOKENS_PER_DAY * days + 200, temperature=0.8,
                       seed=seed,

@@ -79,7 +79,10 @@ class Persona:
             for line in block.splitlines():
                 line = line.strip()
                 if line.lower().startswith("{{char}}:"):
-                    examples.append(fill_macros(line.split(":", 1)[1].strip(), self.name))
+                    # roleplay narration (*smiles*) is not part of a post
+                    spoken = " ".join(_NARRATION.sub(" ", line.split(":", 1)[1]).split())
+                    if spoken:
+                        examples.append(fill_macros(spoken, self.name))
         return examples
 
     def locale(self) -> dict[str, Any]:
@@ -124,24 +127,104 @@ def fill_macros(text: str, char_name: str, user_name: str = DEFAULT_USER_NAME,
     return _MACRO.sub(replace, text)
 
 
+_USER_DIALOGUE = re.compile(r"^\s*\{\{\s*user\s*\}\}\s*:.*$", re.IGNORECASE | re.MULTILINE)
+_NARRATION = re.compile(r"\*[^*\n]+\*")
+LORE_TOKEN_BUDGET = 400  # about 1,600 characters of lore per prompt
+
+
+def main_instruction(persona: Persona) -> str:
+    return f"You are {persona.name}. Write as {persona.name}, in the first person."
+
+
+def _persona_text(persona: Persona, key: str, user_name: str) -> str:
+    """A card field for a prompt: chat lines spoken by ``{{user}}`` (example dialogue written into a
+    description) are left out, and the macros filled."""
+    text = _USER_DIALOGUE.sub("", persona.field(key))
+    return fill_macros("\n".join(line for line in text.splitlines() if line.strip()), persona.name, user_name).strip()
+
+
 def default_system_prompt(persona: Persona, user_name: str = DEFAULT_USER_NAME) -> str:
     """The prompt built from the card's own fields (never ``creator_notes``)."""
-    sections = [f"You are {persona.name}. Write as {persona.name}, in the first person."]
+    return build_system_prompt(persona, user_name, use_override=False)
+
+
+def lore_entries(persona: Persona, scan: str = "", budget_tokens: int = LORE_TOKEN_BUDGET) -> list[str]:
+    """The character book's entries for a prompt, as SillyTavern picks them: enabled entries,
+    constant ones always and keyed ones when a key (and, for ``selective`` entries, a secondary
+    key) appears in ``scan`` (``case_sensitive`` respected), in ``insertion_order``, within a
+    token budget (the book's ``token_budget`` when smaller; a token counted as 4 characters)."""
+    book = persona.data.get("character_book")
+    if not isinstance(book, dict) or not isinstance(book.get("entries"), list):
+        return []
+    budget = budget_tokens
+    if isinstance(book.get("token_budget"), int) and book["token_budget"] > 0:
+        budget = min(budget, book["token_budget"])
+
+    def matches(keys: Any, sensitive: bool) -> bool:
+        words = [k for k in keys if isinstance(k, str) and k.strip()] if isinstance(keys, list) else []
+        hay = scan if sensitive else scan.lower()
+        return any((k if sensitive else k.lower()) in hay for k in words)
+
+    chosen = []
+    for index, entry in enumerate(book["entries"]):
+        if not isinstance(entry, dict) or entry.get("enabled") is False:
+            continue
+        content = entry.get("content")
+        if not isinstance(content, str) or not content.strip():
+            continue
+        sensitive = bool(entry.get("case_sensitive"))
+        if not entry.get("constant"):
+            if not matches(entry.get("keys"), sensitive):
+                continue
+            if entry.get("selective") and entry.get("secondary_keys") and \
+                    not matches(entry.get("secondary_keys"), sensitive):
+                continue
+        order = entry.get("insertion_order")
+        chosen.append((order if isinstance(order, (int, float)) else 0, index, content.strip()))
+    lore, used = [], 0
+    for _, _, content in sorted(chosen):
+        cost = max(1, len(content) // 4)
+        if used + cost > budget:
+            continue
+        used += cost
+        lore.append(fill_macros(content, persona.name))
+    return lore
+
+
+def build_system_prompt(persona: Persona, user_name: str = DEFAULT_USER_NAME, scan: str = "",
+                        use_override: bool = True) -> str:
+    """The system prompt, as SillyTavern builds it from a card: the card's ``system_prompt``
+    replaces only the main instruction (``{{original}}`` stands for the default one); the
+    description, personality, scenario and the lore that ``scan`` selects always follow."""
+    instruction = main_instruction(persona)
+    override = persona.field("system_prompt").strip() if use_override else ""
+    if override:
+        instruction = fill_macros(override, persona.name, user_name, original=instruction)
+    sections = [instruction]
     for label, key in (("Description", "description"), ("Personality", "personality"),
                        ("Scenario", "scenario")):
-        text = persona.field(key).strip()
+        text = _persona_text(persona, key, user_name)
         if text:
             sections.append(f"{label}: {text}")
-    return fill_macros("\n\n".join(sections), persona.name, user_name)
+    lore = lore_entries(persona, scan)
+    if lore:
+        sections.append("What you know:\n" + "\n".join(f"- {item}" for item in lore))
+    return "\n\n".join(sections)
 
 
-def build_system_prompt(persona: Persona, user_name: str = DEFAULT_USER_NAME) -> str:
-    """The card's ``system_prompt`` when it has one (``{{original}}`` = the default), else the default."""
-    original = default_system_prompt(persona, user_name)
-    override = persona.field("system_prompt").strip()
-    if not override:
-        return original
-    return fill_macros(override, persona.name, user_name, original=original)
+def closing_instructions(persona: Persona, user_name: str = DEFAULT_USER_NAME) -> str:
+    """What a card asks to come last, after the request: ``extensions.depth_prompt`` (at depth 0
+    it sits at the end of the chat; with no chat history every depth lands there) and
+    ``post_history_instructions`` (``{{original}}`` empty: this pack has no global one)."""
+    parts = []
+    extensions = persona.data.get("extensions")
+    depth = extensions.get("depth_prompt") if isinstance(extensions, dict) else None
+    if isinstance(depth, dict) and isinstance(depth.get("prompt"), str) and depth["prompt"].strip():
+        parts.append(fill_macros(depth["prompt"].strip(), persona.name, user_name))
+    history = persona.field("post_history_instructions").strip()
+    if history:
+        parts.append(fill_macros(history, persona.name, user_name, original="").strip())
+    return "\n\n".join(p for p in parts if p)
 
 
 def parse_card(raw: Any, source: str = "card") -> dict[str, Any]:

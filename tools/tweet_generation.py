@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 from ..utils.llm_client import LLMClientPool, LLMContentError, LLMError, LLMRequest
 from ..utils.structured_logger import log_generation
 from .context import describe_day
-from .persona_card import Persona, build_system_prompt
+from .persona_card import Persona, build_system_prompt, closing_instructions
 from .post_text import MAX_WEIGHTED_LENGTH, clean_post, near_duplicate, weighted_length
 
 logger = logging.getLogger("twitterchat.generation")
@@ -63,12 +63,16 @@ def post_request(persona: Persona, context: dict[str, Any], entry: dict[str, Any
         instructions += " Do not repeat these earlier posts: " + " | ".join(a[:120] for a in avoid)
     if problem:
         instructions += f" The previous answer was unusable ({problem}); write a different one."
+    closing = closing_instructions(persona)
+    if closing:
+        instructions += "\n\n" + closing
     shots = persona.example_posts()[:4]
     examples = "\n".join(f"Post: {shot}" for shot in shots)
     completion = (f"Posts by {persona.name}. {persona.summary()}\n\n{examples}\n"
                   f"(Next post: {day}; topic: {entry['topic']})\nPost:")
-    return LLMRequest(system=build_system_prompt(persona), prompt=instructions, completion_prompt=completion,
-                      max_tokens=120, temperature=0.9, seed=seed, stop=("\n",),
+    scan = " ".join(str(v) for v in (day, entry.get("theme"), entry.get("topic"), entry.get("scene_hint")) if v)
+    return LLMRequest(system=build_system_prompt(persona, scan=scan), prompt=instructions,
+                      completion_prompt=completion, max_tokens=120, temperature=0.9, seed=seed, stop=("\n",),
                       tag=f"post {context['date']}")
 
 
