@@ -260,6 +260,17 @@ class Store:
             (kind, task_id, batch_id, dumps(data), self.clock()))
         events.append(Event(cursor.lastrowid, kind, data, task_id, batch_id))
 
+    def _task_events(self, events: list[Event], datas: list[dict[str, Any]], batch_id: str | None,
+                     now: float) -> None:
+        """One ``task`` event per task JSON, written in bulk (a 10,000-task batch stays well under a
+        second). The write lock is held, so the AUTOINCREMENT ids just taken are contiguous."""
+        self.db.executemany(
+            "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
+            [(d["task_id"], batch_id, dumps(d), now) for d in datas])
+        last = self.db.execute("SELECT max(id) FROM events").fetchone()[0]
+        events.extend(Event(last - len(datas) + 1 + i, "task", d, d["task_id"], batch_id)
+                      for i, d in enumerate(datas))
+
     def _task_row(self, task_id: str) -> sqlite3.Row | None:
         return self.db.execute(f"SELECT {TASK_COLUMNS}, spec, cancel_requested FROM tasks WHERE task_id = ?",
                                (task_id,)).fetchone()
@@ -335,16 +346,8 @@ class Store:
                 "INSERT INTO tasks (task_id, batch_id, state, priority, spec, metadata, webhook_url, user_id, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.counts[WAITING] += len(tasks)
-            # One event per task, written in bulk (a 10,000-task batch stays well under a second).
-            # The write lock is held, so the AUTOINCREMENT ids just taken are contiguous.
             created = iso(now)
-            datas = [new_task_json(t, batch_id, created) for t in tasks]
-            self.db.executemany(
-                "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
-                [(t.task_id, batch_id, dumps(d), now) for t, d in zip(tasks, datas)])
-            last = self.db.execute("SELECT max(id) FROM events").fetchone()[0]
-            events.extend(Event(last - len(tasks) + 1 + i, "task", d, t.task_id, batch_id)
-                          for i, (t, d) in enumerate(zip(tasks, datas)))
+            self._task_events(events, [new_task_json(t, batch_id, created) for t in tasks], batch_id, now)
             if batch_id is not None:
                 brow = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
                 self._event(events, "batch", batch_json(brow), None, batch_id)
@@ -568,12 +571,7 @@ class Store:
             self.counts[WAITING] -= len(rows)
             self.counts[CANCELLED] += len(rows)
             datas = [task_json(row) for row in rows]
-            self.db.executemany(
-                "INSERT INTO events (kind, task_id, batch_id, data, created_at) VALUES ('task', ?, ?, ?, ?)",
-                [(d["task_id"], batch_id, dumps(d), now) for d in datas])
-            last = self.db.execute("SELECT max(id) FROM events").fetchone()[0]
-            events.extend(Event(last - len(datas) + 1 + i, "task", d, d["task_id"], batch_id)
-                          for i, d in enumerate(datas))
+            self._task_events(events, datas, batch_id, now)
             for row, data in zip(rows, datas):
                 if row["webhook_url"]:
                     self._enqueue_webhook(row["webhook_url"], WEBHOOK_TYPES[CANCELLED], data)
