@@ -29,7 +29,7 @@ load_pack()  # this checkout, as comfyui_twitterchat
 
 from comfyui_twitterchat.nodes.persona import load_persona  # noqa: E402
 from comfyui_twitterchat.tools.tweet_generation import generate_posts  # noqa: E402
-from comfyui_twitterchat.utils.llm_client import LLMClientPool, LLMProfile, LLMSettings  # noqa: E402
+from comfyui_twitterchat.utils.llm import LLMClientPool, LLMProfile, LLMSettings  # noqa: E402
 
 N, C = 200, 20
 LATENCY = 1.0        # a fast LLM answer; real endpoints take 1-10 s for a post

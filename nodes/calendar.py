@@ -9,7 +9,7 @@ from functools import partial
 from ..tools.calendar_planner import CalendarBook
 from ..tools.context import month_holidays
 from ..utils.comfy_env import NodeProgress, interruptible
-from ..utils.llm_client import LLMError, get_pool
+from ..utils.llm import LLMError, get_pool
 from ..utils.output_paths import output_root
 from .inputs import LLM_PROFILE, PERSONA, SEED
 

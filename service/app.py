@@ -74,7 +74,7 @@ async def _prune_loop(service: Any) -> None:
 
 async def start_service(server: Any, settings: ServiceSettings) -> Any:
     from ..monitor.service import start_monitor
-    from ..utils.llm_client import add_call_observer
+    from ..utils.llm import add_call_observer
     from ..utils.output_paths import output_root
     from .comfy_bridge import ComfyBridge
     from .metrics import ServiceMetrics

@@ -43,7 +43,7 @@ def _int(params: Mapping[str, Any], key: str, default: int, low: int, high: int)
 
 def known_profiles() -> set[str]:
     """LLM profile names a task may name (``auto`` and the configured ones)."""
-    from ..utils.llm_client import LLMSettings
+    from ..utils.llm import LLMSettings
     from ..utils.settings import ConfigError
 
     try:

@@ -15,7 +15,7 @@ from comfyui_twitterchat.nodes.persona import load_persona
 from comfyui_twitterchat.tools.calendar_planner import CalendarBook
 from comfyui_twitterchat.tools.context import build_context, month_holidays
 from comfyui_twitterchat.tools.tweet_generation import generate_posts
-from comfyui_twitterchat.utils.llm_client import (CrossLoopSemaphore, LLMClientPool, LLMContentError,
+from comfyui_twitterchat.utils.llm import (CrossLoopSemaphore, LLMClientPool, LLMContentError,
                                                   LLMProfile, LLMSettings)
 from openai_double import Faults, FakeOpenAIServer
 
@@ -209,7 +209,7 @@ def test_one_bound_across_event_loops_and_threads():
 
 
 def test_missing_endpoint_is_a_configuration_error(persona, tmp_path, monkeypatch):
-    from comfyui_twitterchat.utils.llm_client import LLMConfigError, LLMRequest
+    from comfyui_twitterchat.utils.llm import LLMConfigError, LLMRequest
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -237,7 +237,7 @@ def test_the_test_server_refuses_what_the_real_service_refuses(fake_llm):
 
 def test_a_full_month_plans_through_strict_structured_outputs_on_a_reasoning_model(fake_llm, persona, tmp_path):
     from comfyui_twitterchat.tools.calendar_planner import month_schema
-    from comfyui_twitterchat.utils.llm_client import strict_schema
+    from comfyui_twitterchat.utils.llm import strict_schema
 
     server = fake_llm()
     profile = LLMProfile(name="o4", base_url=server.base_url, model="o4-mini", timeout=10, max_retries=0,

@@ -14,7 +14,7 @@ from comfyui_twitterchat.tools.calendar_planner import CalendarBook, LINE_FIELDS
 from comfyui_twitterchat.tools.context import build_context
 from comfyui_twitterchat.tools.tweet_generation import generate_posts
 from comfyui_twitterchat.utils.file_lock import atomic_write_json
-from comfyui_twitterchat.utils.llm_client import LLMClientPool, LLMRequest, LLMSettings, LocalModel
+from comfyui_twitterchat.utils.llm import LLMClientPool, LLMRequest, LLMSettings, LocalModel
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Awaitable, Callable
 
-from ..utils.llm_client import LLMClientPool, LLMContentError, LLMError, LLMRequest
+from ..utils.llm import LLMClientPool, LLMContentError, LLMError, LLMRequest
 from ..utils.structured_logger import log_generation
 from .context import describe_day
 from .persona_card import Persona, build_system_prompt, closing_instructions

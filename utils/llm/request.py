@@ -1,0 +1,44 @@
+"""One LLM call, as the tools describe it (``LLMRequest``), and the image parts it may carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image sent with the prompt, as a base64 ``data:`` URL (an ``image_url`` content part).
+
+    Only vision profiles receive one; the pool refuses a request with images for a
+    profile that cannot see, so nothing pretends to have seen a picture."""
+
+    data_url: str = ""
+    detail: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.data_url.startswith("data:image/"):
+            raise ValueError("an image part must be a data:image/...;base64 URL")
+
+    def __repr__(self) -> str:  # never a megabyte of base64 in a log line
+        return f"ImagePart({self.data_url[:22]}..., {len(self.data_url)} chars)"
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One call. Chat endpoints get ``system`` + ``prompt`` (+ ``images`` on vision profiles); the
+    embedded base model gets ``completion_prompt`` (few-shot text that the answer continues)."""
+
+    system: str
+    prompt: str
+    completion_prompt: str = ""
+    json_schema: Mapping[str, Any] | None = None
+    schema_name: str = "answer"
+    grammar: str | None = None        # GBNF for the embedded model (else one is built from json_schema)
+    local_json_schema: Mapping[str, Any] | None = None  # a tighter schema for the embedded model's grammar
+    max_tokens: int = 200
+    temperature: float = 0.9
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    images: tuple[ImagePart, ...] = ()
+    tag: str = ""                     # for logs only (e.g. the day being written)
