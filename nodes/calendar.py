@@ -11,7 +11,7 @@ from ..tools.context import month_holidays
 from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import LLMError, get_pool
 from ..utils.output_paths import output_root
-from .inputs import LLM_PROFILE, PERSONA, SEED
+from .inputs import CONTEXT, PERSONA, REGENERATE, SEED, llm_profile, validate_llm_profile
 
 
 class CalendarManager:
@@ -26,9 +26,17 @@ class CalendarManager:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"persona": PERSONA, "context": ("TC_CONTEXT",),
-                             "regenerate": ("BOOLEAN", {"default": False}),
-                             "llm_profile": LLM_PROFILE, "seed": SEED}}
+        return {"required": {"persona": PERSONA, "context": CONTEXT, "regenerate": REGENERATE,
+                             "llm_profile": llm_profile(), "seed": SEED}}
+
+    @classmethod
+    def IS_CHANGED(cls, regenerate=False, **kwargs):
+        # NaN never equals itself: with 'regenerate' on, ComfyUI never answers from its cache.
+        return float("nan") if regenerate else False
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, llm_profile=None):
+        return validate_llm_profile(llm_profile)
 
     async def plan(self, persona, context, regenerate, llm_profile, seed):
         book = CalendarBook(persona, output_root(), get_pool(), llm_profile,

@@ -21,7 +21,8 @@ class ContextGatherer:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"persona": PERSONA, "day_offset": DAY_OFFSET, "include_weather": INCLUDE_WEATHER}}
+        return {"required": {"persona": PERSONA, "day_offset": DAY_OFFSET,
+                             "include_weather": INCLUDE_WEATHER}}
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):

@@ -11,10 +11,9 @@ from ..tools.tweet_generation import generate_posts
 from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import get_pool
 from ..utils.settings import ContextSettings
-from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, LLM_PROFILE, PERSONA, SEED
+from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile, validate_llm_profile
 
 logger = logging.getLogger("twitterchat.nodes.generation")
-
 
 
 async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather):
@@ -23,6 +22,7 @@ async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, see
     settings = ContextSettings.load()
     url = settings.weather_url if include_weather else ""
     progress = NodeProgress(len(offsets))
+    calendar = calendar.fork()  # the CalendarManager's cached output is never changed from here
 
     async def run():
         contexts = await asyncio.gather(*(  # weather look-ups block: keep them off the event loop
@@ -56,11 +56,18 @@ class BatchTweetGenerator:
     def INPUT_TYPES(cls):
         return {"required": {
             "persona": PERSONA, "calendar": CALENDAR,
-            "num_days": ("INT", {"default": 3, "min": 1, "max": 31}),
-            "start_day_offset": DAY_OFFSET,
-            "max_concurrent": ("INT", {"default": 5, "min": 1, "max": 64}),
-            "llm_profile": LLM_PROFILE, "seed": SEED, "include_weather": INCLUDE_WEATHER,
+            "num_days": ("INT", {"default": 3, "min": 1, "max": 31, "tooltip": "How many days of posts"}),
+            "start_day_offset": (DAY_OFFSET[0], {**DAY_OFFSET[1], "tooltip": "The first day: days after today, "
+                                                                            "in the persona's zone"}),
+            "max_concurrent": ("INT", {"default": 5, "min": 1, "max": 64,
+                                       "tooltip": "Days written at once (the process-wide llm.max_concurrent "
+                                                  "still bounds every call)"}),
+            "llm_profile": llm_profile(), "seed": SEED, "include_weather": INCLUDE_WEATHER,
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, llm_profile=None):
+        return validate_llm_profile(llm_profile)
 
     async def generate(self, persona, calendar, num_days, start_day_offset, max_concurrent, llm_profile,
                        seed, include_weather):
@@ -88,7 +95,11 @@ class TweetGenerator:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"persona": PERSONA, "calendar": CALENDAR, "day_offset": DAY_OFFSET,
-                             "llm_profile": LLM_PROFILE, "seed": SEED, "include_weather": INCLUDE_WEATHER}}
+                             "llm_profile": llm_profile(), "seed": SEED, "include_weather": INCLUDE_WEATHER}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, llm_profile=None):
+        return validate_llm_profile(llm_profile)
 
     async def generate(self, persona, calendar, day_offset, llm_profile, seed, include_weather):
         (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather)

@@ -25,13 +25,15 @@ class OutputManager:
         return {
             "required": {
                 "persona": PERSONA,
-                "post": ("STRING", {"forceInput": True}),
-                "scene_hint": ("STRING", {"forceInput": True}),
-                "date": ("STRING", {"forceInput": True}),
-                "lora_model": ("STRING", {"default": ""}),
-                "lora_weight": ("FLOAT", {"default": 0.8, "min": -10.0, "max": 10.0, "step": 0.05}),
+                "post": ("STRING", {"forceInput": True, "tooltip": "The post text (tweet.txt)"}),
+                "scene_hint": ("STRING", {"forceInput": True, "tooltip": "The photo's scene (scene_hint.txt)"}),
+                "date": ("STRING", {"forceInput": True, "tooltip": "The post's date, YYYY-MM-DD: names the folder"}),
+                "lora_model": ("STRING", {"default": "", "tooltip": "LoRA recorded in metadata.json (empty: the "
+                                                                    "card's extensions.twitterchat.lora.model)"}),
+                "lora_weight": ("FLOAT", {"default": 0.8, "min": -10.0, "max": 10.0, "step": 0.05,
+                                          "tooltip": "LoRA weight recorded in metadata.json"}),
             },
-            "optional": {"image": ("IMAGE",)},
+            "optional": {"image": ("IMAGE", {"tooltip": "The day's picture, saved as image.png"})},
         }
 
     def save(self, persona, post, scene_hint, date, lora_model, lora_weight, image=None):

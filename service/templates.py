@@ -146,7 +146,7 @@ def list_personas(folders: list[Path]) -> list[dict[str, Any]]:
             extension = ((data.get("extensions") or {}).get("twitterchat") or {})
             found[path.name] = {"file": path.name, "name": data.get("name") or path.stem,
                                 "user_id": str(extension.get("user_id") or path.stem),
-                                "folder": "examples" if Path(folder).resolve() == (PACK_ROOT / "examples").resolve()
+                                "folder": "examples" if Path(folder).resolve() == (PACK_ROOT / "examples" / "personas").resolve()
                                 else "input"}
     return list(found.values())
 

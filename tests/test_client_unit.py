@@ -29,7 +29,7 @@ from comfyui_twitterchat.client.personas import (PersonaFileError, expand_patter
                                                  read_personas)
 from comfyui_twitterchat.client.sse import ServerEvent, SSEDecoder
 
-from pack_paths import EXAMPLES_DIR, PACK_ROOT
+from pack_paths import PACK_ROOT, PERSONAS_DIR
 
 TOKEN = "tc-unit-secret-4f9a1c"
 
@@ -372,7 +372,7 @@ def test_transport_failures_name_the_url_not_the_token():
 # -- persona files ---------------------------------------------------------------------------
 
 def write_card(path: Path, user_id: str | None = None, name: str = "Mei") -> Path:
-    card = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text(encoding="utf-8"))
+    card = json.loads((PERSONAS_DIR / "tea_girl_meilin.json").read_text(encoding="utf-8"))
     card["data"]["name"] = name
     if user_id is not None:
         card["data"]["extensions"]["twitterchat"]["user_id"] = user_id

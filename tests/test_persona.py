@@ -16,7 +16,7 @@ from comfyui_twitterchat.tools import persona_card as pc
 from comfyui_twitterchat.utils.safe_paths import UnsafePathError, validate_user_id
 from pack_paths import PACK_ROOT
 
-MEILIN = json.loads((PACK_ROOT / "examples" / "tea_girl_meilin.json").read_text())
+MEILIN = json.loads((PACK_ROOT / "examples" / "personas" / "tea_girl_meilin.json").read_text())
 
 
 def v3_card(**data):
@@ -110,9 +110,9 @@ def test_lore_post_history_depth_prompt_dialogue_and_narration_follow_the_card(m
 
 
 def test_the_shipped_card_passes_strict_v2_validation():
-    from pack_paths import EXAMPLES_DIR
+    from pack_paths import PERSONAS_DIR
 
-    card = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text())
+    card = json.loads((PERSONAS_DIR / "tea_girl_meilin.json").read_text())
     assert card["spec"] == "chara_card_v2" and card["spec_version"] == "2.0"
     data = card["data"]
     for key in ("name", "description", "personality", "scenario", "first_mes", "mes_example", "creator_notes",

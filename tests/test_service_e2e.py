@@ -196,9 +196,9 @@ def test_higher_priority_runs_before_earlier_waiting_tasks(service):
 
 
 def test_a_twenty_persona_batch_against_the_openai_double(service, llm_double, hooks):
-    from pack_paths import EXAMPLES_DIR
+    from pack_paths import PERSONAS_DIR
 
-    base = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text())
+    base = json.loads((PERSONAS_DIR / "tea_girl_meilin.json").read_text())
     personas = []
     for i in range(20):
         persona = json.loads(json.dumps(base))
@@ -333,7 +333,7 @@ def test_python_client_sync_and_async(service):
 
 
 def test_cli_submit_batch_status_cancel_and_exit_codes(service, tmp_path):
-    from pack_paths import EXAMPLES_DIR
+    from pack_paths import PERSONAS_DIR
 
     good = tmp_path / "good_api.json"
     good.write_text(json.dumps(probe_workflow(seconds=0.05, width=900)))
@@ -350,7 +350,7 @@ def test_cli_submit_batch_status_cancel_and_exit_codes(service, tmp_path):
     cards = tmp_path / "cards"
     cards.mkdir()
     for i in range(2):
-        card = json.loads((EXAMPLES_DIR / "tea_girl_meilin.json").read_text())
+        card = json.loads((PERSONAS_DIR / "tea_girl_meilin.json").read_text())
         card["data"]["name"] = f"CLI {i}"
         (cards / f"cli_persona_{i}.json").write_text(json.dumps(card))
     batch = run_cli(service, "batch", "--personas", str(cards / "*.json"), "--days", "1",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar as month_calendar
+import copy
 import json
 import logging
 import threading
@@ -162,6 +163,14 @@ class CalendarBook:
         self.seed = seed
         self.months: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def fork(self) -> "CalendarBook":
+        """A book of its own for one node run: months it reads or plans go in it, never into the
+        book ComfyUI keeps cached as the CalendarManager's output."""
+        twin = copy.copy(self)
+        twin.months = dict(self.months)
+        twin._lock = threading.Lock()
+        return twin
 
     def path_for(self, year: int, month: int) -> Path:
         return safe_join(self.cache_dir, self.persona.user_id, "calendars", f"{year:04d}-{month:02d}.json")

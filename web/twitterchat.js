@@ -1,9 +1,18 @@
 // Listens for the pack's monitor and task-service events so the frontend does not
-// report them as unknown messages, and shows a toast when a prompt fails.
+// report them as unknown messages, and shows a toast when a prompt fails. Adds the
+// pack's own touches to its nodes: a card upload button, seeds fixed by default.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const DEFAULT_EVENT_NAME = "twitterchat.monitor";
+
+function notify(severity, text) {
+  if (app.extensionManager?.toast?.add) {
+    app.extensionManager.toast.add({ severity, summary: "TwitterChat", detail: text, life: 8000 });
+  } else {
+    console.warn(`[TwitterChat] ${text}`);
+  }
+}
 
 function showFailure(detail) {
   if (!detail || detail.status !== "failed") return;
@@ -40,5 +49,86 @@ app.registerExtension({
     for (const name of ["twitterchat.task", "twitterchat.batch"]) {
       api.addEventListener(name, () => {});
     }
+  },
+});
+
+// -- the pack's nodes on the canvas ---------------------------------------------------
+const PACK_NODES = new Set(["PersonaLoader", "ContextGatherer", "CalendarManager", "BatchTweetGenerator",
+                            "TweetGenerator", "OutputManager"]);
+const CARD_SUBFOLDER = "personas"; // under ComfyUI's input folder, listed by PersonaLoader
+
+// One hidden file chooser for every PersonaLoader; the button says which node asked.
+let cardChooser = null;
+let cardTarget = null;
+
+function chooser() {
+  if (cardChooser) return cardChooser;
+  cardChooser = Object.assign(document.createElement("input"), {
+    type: "file", accept: ".json,.png,application/json,image/png",
+  });
+  cardChooser.style.display = "none";
+  cardChooser.dataset.testid = "twitterchat-card-upload";
+  cardChooser.addEventListener("change", async () => {
+    const file = cardChooser.files?.[0];
+    const node = cardTarget;
+    cardChooser.value = "";
+    if (file && node) await uploadCard(node, file);
+  });
+  document.body.append(cardChooser);
+  return cardChooser;
+}
+
+async function uploadCard(node, file) {
+  const combo = node.widgets?.find((w) => w.name === "persona_file");
+  if (!combo) return;
+  const body = new FormData();
+  body.append("image", file, file.name); // ComfyUI's upload route takes any file under this field
+  body.append("type", "input");
+  body.append("subfolder", CARD_SUBFOLDER);
+  let answer;
+  try {
+    const response = await api.fetchApi("/upload/image", { method: "POST", body });
+    if (response.status !== 200) throw new Error(`${response.status} ${response.statusText}`);
+    answer = await response.json();
+  } catch (error) {
+    notify("error", `Could not upload ${file.name}: ${error.message}`);
+    return;
+  }
+  const value = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
+  const values = combo.options.values;
+  if (Array.isArray(values) && !values.includes(value)) values.push(value);
+  combo.value = value;
+  combo.callback?.(value);
+  const mode = node.widgets.find((w) => w.name === "input_mode");
+  if (mode && mode.value !== "file") { mode.value = "file"; mode.callback?.("file"); }
+  node.setDirtyCanvas?.(true, true);
+}
+
+function addUploadButton(node) {
+  if (!node.widgets?.some((w) => w.name === "persona_file")) return;
+  const button = node.addWidget("button", "upload_card", null, () => {
+    cardTarget = node;
+    chooser().click();
+  }, { serialize: false });
+  button.label = "upload a card (.json / .png)";
+  button.serialize = false; // never in the saved widget values: they map to inputs by position
+}
+
+function seedFixedByDefault(node) {
+  // ComfyUI randomizes a 'seed' after every queue unless told otherwise: for this pack that meant
+  // new posts (and a new <date>_2 folder) on every queue. A new node starts 'fixed'; a loaded
+  // workflow keeps what it saved (configure runs after this).
+  const seed = node.widgets?.find((w) => w.name === "seed");
+  const control = seed?.linkedWidgets?.[0] ?? node.widgets?.find((w) => w.name === "control_after_generate");
+  if (control) control.value = "fixed";
+}
+
+app.registerExtension({
+  name: "comfyui-twitterchat.nodes",
+  nodeCreated(node) {
+    const type = node.comfyClass ?? node.type;
+    if (!PACK_NODES.has(type)) return;
+    seedFixedByDefault(node);
+    if (type === "PersonaLoader") addUploadButton(node);
   },
 });

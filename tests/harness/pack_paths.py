@@ -9,6 +9,7 @@ PACK_ROOT = Path(__file__).resolve().parents[2]
 TESTS_DIR = PACK_ROOT / "tests"
 PROBE_NODES = TESTS_DIR / "harness" / "probe_nodes"
 EXAMPLES_DIR = PACK_ROOT / "examples"
+PERSONAS_DIR = EXAMPLES_DIR / "personas"   # the example character cards
 PACK_NAME = "comfyui_twitterchat"
 
 
