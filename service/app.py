@@ -72,21 +72,50 @@ async def _prune_loop(service: Any) -> None:
             logger.exception("task service: pruning events failed")
 
 
+def public_url(settings: ServiceSettings) -> str:
+    """This instance's base URL for output links in Redis mode: configured, else the address ComfyUI
+    listens on (the host name when it listens on every address) and its port."""
+    if settings.public_url:
+        return settings.public_url
+    try:
+        args = importlib.import_module("comfy.cli_args").args
+        host, port = str(args.listen).split(",")[0].strip(), args.port
+    except (ImportError, AttributeError):
+        host, port = "127.0.0.1", 8188
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def open_store(settings: ServiceSettings) -> Any:
+    """The SQLite store (one instance) or the Redis store shared by many (``service.backend``)."""
+    if settings.backend == "redis":
+        from .redis_store import RedisStore
+
+        store = RedisStore(settings.redis_url, password=settings.redis_password, prefix=settings.redis_prefix,
+                           lease_seconds=settings.lease_seconds)
+        store.open()
+        return store
+    from .store import Store
+
+    return Store(store_path(settings))
+
+
 async def start_service(server: Any, settings: ServiceSettings) -> Any:
     from ..monitor.service import start_monitor
     from ..utils.llm import add_call_observer
     from ..utils.output_paths import output_root
     from .comfy_bridge import ComfyBridge
     from .metrics import ServiceMetrics
-    from .store import Store
     from .tasks import TaskService
     from .webhooks import WebhookSender
 
     monitor = start_monitor(server, required=True)
-    path = store_path(settings)
-    store = await asyncio.get_running_loop().run_in_executor(None, Store, path)
+    store = await asyncio.get_running_loop().run_in_executor(None, open_store, settings)
+    path = store.display if settings.backend == "redis" else store.path
     service = TaskService(settings, store, ComfyBridge(server), worker=instance_name(), output_root=output_root,
-                          websocket=server.send_sync, monitor=monitor)
+                          websocket=server.send_sync, monitor=monitor,
+                          public_url=public_url(settings) if settings.backend == "redis" else "")
     service.metrics = ServiceMetrics(service, _monitor_stats)
     add_call_observer(service.metrics.observe_llm)
     await service.start()
@@ -94,8 +123,8 @@ async def start_service(server: Any, settings: ServiceSettings) -> Any:
     service.webhooks = sender
     service._tasks.append(asyncio.create_task(sender.run(), name="twitterchat-webhooks"))
     service._tasks.append(asyncio.create_task(_prune_loop(service), name="twitterchat-prune"))
-    logger.info("task service started: store %s, at most %d task(s) in ComfyUI at once, %d waiting, "
-                "instance %s", path, settings.max_inflight, store.counts["waiting"], service.worker)
+    logger.info("task service started: %s store %s, at most %d task(s) in ComfyUI at once, %d waiting, "
+                "instance %s", settings.backend, path, settings.max_inflight, store.counts["waiting"], service.worker)
     return service
 
 

@@ -20,8 +20,10 @@ from ..utils.settings import ConfigError, as_bool, as_float, as_int, load_config
 logger = logging.getLogger("twitterchat.service.config")
 
 KNOWN_KEYS = {"enabled", "max_inflight", "max_attempts", "max_waiting", "db_path", "poll_seconds",
-              "webhook_allowed_hosts", "event_retention"}
-SECRET_KEYS = {"api_token", "token", "webhook_secret", "secret"}
+              "webhook_allowed_hosts", "event_retention", "backend", "redis_url", "redis_prefix", "lease_seconds",
+              "public_url"}
+SECRET_KEYS = {"api_token", "token", "webhook_secret", "secret", "redis_password", "password"}
+BACKENDS = ("sqlite", "redis")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class ServiceSettings:
     poll_seconds: float = 0.025  # how often the feeder looks at ComfyUI's queue while it has work
     webhook_allowed_hosts: tuple[str, ...] = ()  # empty: any public host
     event_retention: int = 500_000  # events kept for SSE replay
+    backend: str = "sqlite"      # "redis": many instances share one store and queue
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "twitterchat"
+    lease_seconds: float = 60.0  # Redis mode: a task whose instance stops renewing is taken over after this
+    public_url: str = ""         # Redis mode: this instance's URL for output links (default http://<host>:<port>)
+    redis_password: str | None = field(default=None, repr=False)
     api_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
 
@@ -68,6 +76,35 @@ def _secret(key: str, value: str) -> str:
     return value
 
 
+def _backend(key: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in BACKENDS:
+        raise ConfigError(f"{key}: must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return text
+
+
+def _redis_url(from_env: bool):
+    def convert(key: str, value: Any) -> str:
+        from urllib.parse import urlsplit
+
+        text = str(value).strip()
+        parts = urlsplit(text)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"{key}: expected redis://host:port/db, got a {parts.scheme or 'schemeless'} URL")
+        if parts.password and not from_env:
+            raise ConfigError(f"{key}: a password does not belong in config.json; set TWITTERCHAT_REDIS_PASSWORD "
+                              "in the environment")
+        return text
+    return convert
+
+
+def _url(key: str, value: Any) -> str:
+    text = str(value or "").strip().rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}: expected http(s)://host:port, got {value!r}")
+    return text
+
+
 def _get(values: Mapping[str, Any], env: Mapping[str, str], key: str, env_key: str, default: Any,
          convert) -> Any:
     if env_key in env:
@@ -83,7 +120,8 @@ def parse_service_settings(config: Mapping[str, Any], env: Mapping[str, str]) ->
     found = sorted(SECRET_KEYS & set(values))
     if found:
         raise ConfigError(f"config.json service.{found[0]}: secrets do not belong in config.json; set "
-                          "TWITTERCHAT_API_TOKEN / TWITTERCHAT_WEBHOOK_SECRET in the environment")
+                          "TWITTERCHAT_API_TOKEN / TWITTERCHAT_WEBHOOK_SECRET / TWITTERCHAT_REDIS_PASSWORD in "
+                          "the environment")
     d = ServiceSettings()
     p = "TWITTERCHAT_SERVICE_"
     token = (env.get("TWITTERCHAT_API_TOKEN") or "").strip() or None
@@ -105,6 +143,16 @@ def parse_service_settings(config: Mapping[str, Any], env: Mapping[str, str]) ->
                                    d.webhook_allowed_hosts, _hosts),
         event_retention=_get(values, env, "event_retention", p + "EVENT_RETENTION", d.event_retention,
                              lambda k, v: as_int(k, v, 1000, 100_000_000)),
+        backend=_get(values, env, "backend", p + "BACKEND", d.backend, _backend),
+        redis_url=(_redis_url(True)("TWITTERCHAT_REDIS_URL", env["TWITTERCHAT_REDIS_URL"])
+                   if "TWITTERCHAT_REDIS_URL" in env else
+                   _redis_url(False)("config.json service.redis_url", values.get("redis_url", d.redis_url))),
+        redis_prefix=_get(values, env, "redis_prefix", p + "REDIS_PREFIX", d.redis_prefix,
+                          lambda k, v: str(v).strip() or d.redis_prefix),
+        lease_seconds=_get(values, env, "lease_seconds", p + "LEASE_SECONDS", d.lease_seconds,
+                           lambda k, v: as_float(k, v, 1.0, 86400.0)),
+        public_url=_get(values, env, "public_url", "TWITTERCHAT_PUBLIC_URL", d.public_url, _url),
+        redis_password=(env.get("TWITTERCHAT_REDIS_PASSWORD") or "").strip() or None,
         api_token=token,
         webhook_secret=_secret("TWITTERCHAT_WEBHOOK_SECRET", secret) if secret else None,
     )

@@ -56,6 +56,8 @@ async def stream_events(response: Any, hub: EventHub, read: Callable[[int], Awai
             for event in events:
                 await response.write(format_event(event.id, event.kind, event.data))
                 last = event.id
+            # A filtered read of a shared (Redis) stream may scan past other tasks' events.
+            last = max(last, getattr(events, "scanned_to", last))
             if len(events) >= PAGE:
                 continue
             try:

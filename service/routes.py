@@ -96,7 +96,8 @@ class Api:
                 return exc.response()
             except StoreError as exc:
                 logger.error("task store error: %s", exc)
-                return ApiError(503, "store_unavailable", "the task store cannot be used; see ComfyUI's log").response()
+                return ApiError(503, "store_unavailable", getattr(exc, "public", None)
+                                or "the task store cannot be used; see ComfyUI's log", retry_after=5).response()
             except Exception:  # still the API's error shape, never aiohttp's plain-text 500
                 logger.exception("task service: %s %s failed", request.method, request.path)
                 return ApiError(500, "internal_error", "unexpected server error; see ComfyUI's log").response()
@@ -416,13 +417,19 @@ class Api:
         body: dict[str, Any] = {"status": "ok" if service is not None and stats else "degraded",
                                 "service_running": service is not None, "monitor_running": bool(stats)}
         if service is not None:
+            store = service.store
+            body["backend"] = "redis" if service.distributed else "sqlite"
+            body["worker"] = service.worker
             try:
-                body["store"] = {"ok": True, "path_name": Path(service.store.path).name,
-                                 "webhooks": await service.run(service.store.outbox_stats)}
+                body["store"] = {"ok": True, "path_name": store.display if service.distributed
+                                 else Path(store.path).name, "webhooks": await service.run(store.outbox_stats)}
+                body["tasks"] = await service.run(store.api_counts)
+                if service.distributed:
+                    body["queue"] = await service.run(store.queue_stats)
             except Exception as exc:  # report, never raise from a health check
-                body["status"], body["store"] = "degraded", {"ok": False, "error": type(exc).__name__}
-            body["queue_depth"] = {"waiting": service.store.counts["waiting"], "in_comfyui": len(service.inflight)}
-            body["tasks"] = service.store.api_counts()
+                body["status"], body["store"] = "degraded", {"ok": False, "error": type(exc).__name__,
+                                                             "message": getattr(exc, "public", None)}
+            body["queue_depth"] = {"waiting": store.counts["waiting"], "in_comfyui": len(service.inflight)}
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

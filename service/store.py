@@ -376,6 +376,11 @@ class Store:
             row = self.db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return None if row is None else row["state"]
 
+    def task_worker(self, task_id: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT worker FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else row["worker"]
+
     def task_spec(self, task_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self.db.execute("SELECT spec FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
@@ -483,10 +488,23 @@ class Store:
 
         return self._write(work)
 
+    def take(self, worker: str, room: int, *, max_attempts: int, block_ms: int = 0
+             ) -> tuple[list[tuple[str, dict[str, Any], str | None]], list[Event]]:
+        """Up to ``room`` waiting tasks, marked submitted to ``worker`` (the queue contract the Redis
+        store shares; one instance has no leases, so ``max_attempts`` and ``block_ms`` play no part)."""
+        taken, events = [], []
+        for task_id, spec in self.next_waiting(room):
+            moved, more = self.mark_submitted(task_id, worker)
+            events += more
+            if moved:
+                taken.append((task_id, spec, None))
+        return taken, events
+
     def observe(self, task_id: str, status: str, *, progress: float | None = None,
                 current_node: dict[str, Any] | None = None, queue_position: int | None = None,
-                started_at: float | None = None) -> list[Event]:
-        """A non-final monitor info (``pending`` or ``running``); never moves a task backwards."""
+                started_at: float | None = None, worker: str | None = None) -> list[Event]:
+        """A non-final monitor info (``pending`` or ``running``); never moves a task backwards.
+        ``worker`` is for the shared (Redis) store; one instance owns every task here."""
         def work(events: list[Event]) -> None:
             row = self._task_row(task_id)
             if row is None or row["state"] in FINAL:

@@ -9,6 +9,11 @@
   monitor, so the final state is published at once, not at the next tick.
 - After a restart, tasks that were in ComfyUI's queue or running are queued
   again (attempts + 1) or failed with reason ``restarted``.
+
+With the Redis store (``service.backend = redis``) many instances share one
+queue: each pulls from the consumer group while it has room, renews the lease
+of what it runs, takes cancel requests from a channel, and every instance
+follows the shared event stream for its websocket and ``/events``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -27,20 +33,21 @@ from ..utils.structured_logger import redact_value
 from .comfy_bridge import ComfyBridge, InvalidWorkflow, files_from_outputs
 from .config import ServiceSettings
 from .events import EventHub
-from .store import (CANCELLED, COMPLETED, FAILED, FINAL, RUNNING, SUBMITTED, WAITING, Event, NewTask, Store,
-                    parse_iso)
+from .store import (API_STATUS, CANCELLED, COMPLETED, FAILED, FINAL, RUNNING, SUBMITTED, WAITING, Event, NewTask,
+                    Store, StoreError, parse_iso)
 from .templates import TemplateError, build_workflow
 
 logger = logging.getLogger("twitterchat.service")
 
 LOST_AFTER_SECONDS = 10.0  # a prompt gone from the queue with no final info by then is settled from history
+PULL_BLOCK_MS = 1000        # one blocking read of the shared queue (below redis-py's 5 s socket timeout)
 OUTPUT_MANAGER = "OutputManager"
 
 
 class TaskService:
     def __init__(self, settings: ServiceSettings, store: Store, bridge: ComfyBridge, *,
                  worker: str, output_root: Callable[[], Path], websocket: Callable[[str, Any], None] | None,
-                 monitor: Any = None, metrics: Any = None) -> None:
+                 monitor: Any = None, metrics: Any = None, public_url: str = "") -> None:
         self.settings = settings
         self.store = store
         self.bridge = bridge
@@ -61,24 +68,35 @@ class TaskService:
         self._ws_wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self.started = False
+        # Redis mode: the shared queue, its entries held here, and the threads that follow Redis.
+        self.distributed = bool(getattr(store, "distributed", False))
+        self.public_url = public_url.rstrip("/")
+        self.entries: dict[str, str] = {}   # task id -> its queue entry, while this instance runs it
+        self._room: asyncio.Event | None = None
+        self._cancelling: set[str] = set()
+        self._stopping = threading.Event()
+        self.queue_executor = ThreadPoolExecutor(1, thread_name_prefix="twitterchat-queue")
 
     # -- plumbing ----------------------------------------------------------
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store call on the store thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
-    def published(self, events: list[Event]) -> None:
-        """On the loop: wake event streams and tell websocket clients."""
+    def published(self, events: list[Event], *, local: bool = True) -> None:
+        """On the loop: wake event streams and tell websocket clients.
+
+        ``local``: written by this instance (metrics count them here). In Redis mode the
+        websocket gets every instance's events from the shared stream (``local=False``)."""
         if not events:
             return
         self.hub.notify()
         if self.webhooks is not None and any(e.data.get("status") in (*FINAL, "finished") for e in events):
             self.webhooks.wake.set()  # a final state may have put a delivery in the outbox
-        if self.websocket is not None:
+        if self.websocket is not None and self.distributed != local:
             self._ws_backlog.extend(events)
             if self._ws_wake is not None:
                 self._ws_wake.set()
-        if self.metrics is not None:
+        if self.metrics is not None and local:
             self.metrics.observe_events(events)
 
     async def _websocket_loop(self) -> None:
@@ -104,8 +122,7 @@ class TaskService:
 
         def on_loop() -> None:
             for task_id in finished:
-                self.inflight.discard(task_id)
-                self._gone_since.pop(task_id, None)
+                self._done(task_id)
             self.published(events)
 
         self.loop.call_soon_threadsafe(on_loop)
@@ -114,6 +131,15 @@ class TaskService:
         if self._work is not None:
             self._work.set()
 
+    def _done(self, task_id: str) -> None:
+        """On the loop: a task of this instance reached its final state."""
+        self.inflight.discard(task_id)
+        self._gone_since.pop(task_id, None)
+        self.entries.pop(task_id, None)
+        self._cancelling.discard(task_id)
+        if self._room is not None:
+            self._room.set()
+
     # -- start -------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -121,6 +147,9 @@ class TaskService:
         self._ws_wake = asyncio.Event()
         if self.websocket is not None:
             self._tasks.append(asyncio.create_task(self._websocket_loop(), name="twitterchat-websocket"))
+        if self.distributed:
+            await self._start_distributed()
+            return
         events = await self.run(self.store.requeue_after_restart, self.settings.max_attempts)
         if events:
             logger.info("task service: %d task(s) were in ComfyUI when it stopped; requeued or failed "
@@ -133,11 +162,122 @@ class TaskService:
         self.started = True
         self.kick()
 
+    async def _start_distributed(self) -> None:
+        self._room = asyncio.Event()
+        after = await self.run(self.store.last_event_id)
+        if self.monitor is not None:
+            self.monitor.add_listener(self.on_infos)
+        for target, name in ((self._follow_events, "events"), (self._follow_cancels, "cancels")):
+            threading.Thread(target=target, args=(after,) if name == "events" else (), daemon=True,
+                             name=f"twitterchat-{name}").start()
+        self._tasks += [asyncio.create_task(self._feed_loop(), name="twitterchat-feeder"),
+                        asyncio.create_task(self._pull_loop(), name="twitterchat-puller"),
+                        asyncio.create_task(self._heartbeat_loop(), name="twitterchat-heartbeat")]
+        self.started = True
+
+    def stop_threads(self) -> None:
+        self._stopping.set()
+
+    # -- Redis mode: pulling, leases, cancels, the shared event stream ------
+    async def _pull_loop(self) -> None:
+        """Take tasks from the shared queue while this instance has room (its own submitted and
+        running tasks below ``max_inflight``): a busy or slower instance simply takes less."""
+        failing = False
+        while True:
+            room = self.settings.max_inflight - len(self.inflight)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                taken, events = await asyncio.get_running_loop().run_in_executor(
+                    self.queue_executor, lambda: self.store.take(self.worker, room,
+                                                                 max_attempts=self.settings.max_attempts,
+                                                                 block_ms=PULL_BLOCK_MS))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    logger.warning("task service: cannot take tasks from the shared queue (%s); retrying every "
+                                   "second", exc)
+                failing = True
+                await asyncio.sleep(1.0)
+                continue
+            if failing:
+                logger.info("task service: the shared queue is reachable again")
+                failing = False
+            self.published(events)
+            for task_id, spec, entry in taken:
+                self.entries[task_id] = entry
+                self.inflight.add(task_id)
+                await self._submit_one(task_id, spec, marked=True)
+            self.kick()
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the lease of the entries this instance runs, a few times per lease; learn of cancel
+        requests (pub/sub is the fast path) and refresh the shared counts."""
+        interval = max(0.2, self.store.lease_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            entries = {t: e for t, e in self.entries.items() if t in self.inflight}
+            try:
+                lost, cancels = await self.run(self.store.heartbeat, self.worker, entries)
+                await self.run(self.store.refresh_counts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("task service: lease renewal failed (%s); retrying", exc)
+                continue
+            for task_id in lost:
+                logger.warning("task %s: its lease expired and another instance took it; this run's result is "
+                               "kept only if it finishes first", task_id)
+            for task_id in cancels:
+                self._cancel_here(task_id)
+
+    def _cancel_here(self, task_id: str) -> None:
+        """On the loop: a cancel request for a task this instance runs."""
+        if task_id in self.inflight and task_id not in self._cancelling and task_id not in self._submitting:
+            self._cancelling.add(task_id)
+            asyncio.create_task(self._cancel_in_comfy(task_id))
+
+    def _follow_cancels(self) -> None:
+        """Thread: cancel requests published by any instance."""
+        while not self._stopping.is_set():
+            try:
+                pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.store.cancel_channel)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        self.loop.call_soon_threadsafe(self._cancel_here, message["data"])
+            except Exception as exc:  # Redis away: the heartbeat still finds cancel flags
+                logger.debug("cancel channel: %s; resubscribing", exc)
+                self._stopping.wait(1.0)
+
+    def _follow_events(self, after: int) -> None:
+        """Thread: every instance's events, in order, to this instance's websocket and SSE."""
+        last = after
+        while not self._stopping.is_set():
+            try:
+                reply = self.store.r.xread({self.store.events_key: f"{last}-0"}, count=500, block=1000)
+            except Exception as exc:
+                logger.debug("event stream: %s; reading again", exc)
+                self._stopping.wait(1.0)
+                continue
+            events = []
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = int(entry_id.split("-", 1)[0])
+                    events.append(Event(last, fields["kind"], json.loads(fields["data"]),
+                                        fields.get("task") or None, fields.get("batch") or None))
+            if events:
+                self.loop.call_soon_threadsafe(self.published, events, local=False)
+
     # -- feeding -----------------------------------------------------------
     async def _feed_loop(self) -> None:
         while True:
             try:
-                if not self.inflight and self.store.counts[WAITING] == 0:
+                if not self.inflight and (self.distributed or self.store.counts[WAITING] == 0):
                     await self._work.wait()
                 self._work.clear()
                 await self._feed_once()
@@ -160,18 +300,19 @@ class TaskService:
                 self._gone_since[task_id] = now  # look again later, not every pass
                 self.executor.submit(self._settle_lost, task_id)
         room = self.settings.max_inflight - len(present)
-        if room <= 0 or self.store.counts[WAITING] == 0:
+        if self.distributed or room <= 0 or self.store.counts[WAITING] == 0:
             return
         for task_id, spec in await self.run(self.store.next_waiting, room):
             await self._submit_one(task_id, spec)
 
-    async def _submit_one(self, task_id: str, spec: Mapping[str, Any]) -> None:
-        moved, events = await self.run(self.store.mark_submitted, task_id, self.worker)
-        if not moved:
-            return
+    async def _submit_one(self, task_id: str, spec: Mapping[str, Any], marked: bool = False) -> None:
+        if not marked:
+            moved, events = await self.run(self.store.mark_submitted, task_id, self.worker)
+            if not moved:
+                return
+            self.published(events)
         self._submitting.add(task_id)
         self.inflight.add(task_id)
-        self.published(events)
         try:
             workflow = spec.get("workflow") or build_workflow(spec["template"], spec.get("params") or {})
             await self.bridge.enqueue(task_id, workflow)
@@ -191,7 +332,7 @@ class TaskService:
     async def _finish(self, task_id: str, state: str, **fields: Any) -> dict[str, Any] | None:
         data, events = await self.run(self.store.finish, task_id, state, **fields)
         if data is not None:  # only a task that did end leaves inflight (only_from may refuse the move)
-            self.inflight.discard(task_id)
+            self._done(task_id)
         self.published(events)
         return data
 
@@ -214,7 +355,11 @@ class TaskService:
                 elif status in ("pending", "running"):
                     events.extend(self.store.observe(
                         task_id, status, progress=info.get("progress"), current_node=info.get("current_node"),
-                        queue_position=info.get("queue_position"), started_at=parse_iso(info.get("start_time"))))
+                        queue_position=info.get("queue_position"), started_at=parse_iso(info.get("start_time")),
+                        **({"worker": self.worker} if self.distributed else {})))
+            except StoreError as exc:  # Redis away: a final state is settled from history once it is back
+                logger.warning("task service: could not store the state of task %s (%s); it is stored from "
+                               "ComfyUI's history when the store is back", task_id, exc)
             except Exception:  # one bad info must not lose the others
                 logger.exception("task service: could not apply the monitor's info for task %s", task_id)
         self._publish_threadsafe(events, finished)
@@ -245,6 +390,12 @@ class TaskService:
         if task_id not in self.inflight:
             return
         try:
+            self._settle_from_history(task_id)
+        except StoreError as exc:  # tried again LOST_AFTER_SECONDS later, until the store is back
+            logger.warning("task %s: its final state cannot be stored yet (%s)", task_id, exc)
+
+    def _settle_from_history(self, task_id: str) -> None:
+        try:
             summary = self.bridge.history_summary(task_id)
         except Exception:
             logger.exception("task %s: reading ComfyUI's history failed", task_id)
@@ -270,6 +421,9 @@ class TaskService:
         if not outputs:
             return []
         result = files_from_outputs(outputs)
+        if self.public_url:  # Redis mode: the files are on this instance
+            for item in result:
+                item["url"] = self.public_url + item["url"]
         spec = self.store.task_spec(task_id) or {}
         workflow = spec.get("workflow")
         if workflow is None and spec.get("template"):
@@ -321,6 +475,14 @@ class TaskService:
             if data is not None:
                 return {"task_id": task_id, "status": CANCELLED, "cancelled": True,
                         "message": "cancelled before it was sent to ComfyUI"}
+        if self.distributed and task_id not in self.inflight:
+            worker = await self.run(self.store.task_worker, task_id)
+            state = await self.run(self.store.task_state, task_id)
+            if state not in FINAL and worker != self.worker:
+                # request_cancel flagged it and told every instance; the one running it acts.
+                return {"task_id": task_id, "status": API_STATUS.get(state, state), "cancelled": True,
+                        "message": f"cancel sent to instance {worker}, which runs the task; it ends cancelled "
+                                   "when that instance removes or interrupts it"}
         if task_id in self._submitting:
             return {"task_id": task_id, "status": "queued", "cancelled": True,
                     "message": "cancel requested; the prompt is removed as soon as it reaches ComfyUI's queue"}
@@ -356,4 +518,4 @@ class TaskService:
     def health(self) -> dict[str, Any]:
         counts = self.store.api_counts()
         return {"started": self.started, "inflight": len(self.inflight), "waiting": self.store.counts[WAITING],
-                "counts": counts}
+                "counts": counts, "backend": "redis" if self.distributed else "sqlite", "worker": self.worker}

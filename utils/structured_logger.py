@@ -40,7 +40,8 @@ REDACTED = "***"
 # Environment variables whose values are secrets wherever they show up.
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "KY_MONITOR_REDIS_PASSWORD", "TWITTERCHAT_WEATHER_API_KEY",
                    "ROCKETMQ_ACCESS_KEY", "ROCKETMQ_SECRET_KEY", "KY_MONITOR_ROCKETMQ_ACCESS_KEY",
-                   "KY_MONITOR_ROCKETMQ_SECRET_KEY", "TWITTERCHAT_API_TOKEN", "TWITTERCHAT_WEBHOOK_SECRET")
+                   "KY_MONITOR_ROCKETMQ_SECRET_KEY", "TWITTERCHAT_API_TOKEN", "TWITTERCHAT_WEBHOOK_SECRET",
+                   "TWITTERCHAT_REDIS_PASSWORD")
 _SECRET_KEY_NAME = re.compile(r"(api[_-]?key|password|passwd|secret|token|authorization|credential)",
                               re.IGNORECASE)
 _SECRET_PATTERNS = (
