@@ -1,4 +1,6 @@
-"""A real redis-server on 127.0.0.1 and a free port, persistence off, stopped by pid."""
+"""A real redis-server on 127.0.0.1 and a free port, stopped by pid. Persistence is off unless
+``appendonly=True`` (AOF, as the scale-out deployment runs it); ``kill()`` and ``start()`` again
+give a crash and a restart on the same port and data directory."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ def redis_binary() -> str | None:
 
 
 class RedisServer:
-    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+    def __init__(self, work_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
         self.work_dir = Path(work_dir)
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
 
     @property
@@ -32,7 +35,8 @@ class RedisServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.work_dir), "--protected-mode", "yes"],
+             "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "always" if self.appendonly else "everysec", "--dir", str(self.work_dir), "--protected-mode", "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -51,6 +55,13 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """kill -9: the server stops with no chance to save anything more."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
 
     def stop(self) -> None:
         process, self.process = self.process, None
