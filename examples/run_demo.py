@@ -1,4 +1,4 @@
-"""The main job, end to end: a real ComfyUI with this pack, examples/workflow_api.json
+"""The main job, end to end: a real ComfyUI with this pack, examples/api/workflow_api.json
 queued over HTTP, the monitor's events received over the websocket, and the files
 written per user and date shown at the end.
 
@@ -26,7 +26,7 @@ EVENT = "twitterchat.monitor"
 def main() -> int:
     work = Path(os.environ.get("TWITTERCHAT_DEMO_DIR", cache_root() / "demo"))
     work.mkdir(parents=True, exist_ok=True)
-    workflow = json.loads((ROOT / "examples" / "workflow_api.json").read_text())
+    workflow = json.loads((ROOT / "examples" / "api" / "workflow_api.json").read_text())
     backend = "OpenAI-compatible endpoint" if os.environ.get("OPENAI_BASE_URL") or os.environ.get(
         "OPENAI_API_KEY") else "embedded Gemma 3 270M (first month plan takes about 2 minutes)"
     print(f"demo: starting ComfyUI with the pack ({backend}); files go to {work / 'output'}", flush=True)

@@ -28,7 +28,7 @@ class TemplateError(ValueError):
 
 
 def _base_workflow() -> dict[str, Any]:
-    return json.loads((PACK_ROOT / "examples" / "workflow_api.json").read_text(encoding="utf-8"))
+    return json.loads((PACK_ROOT / "examples" / "api" / "workflow_api.json").read_text(encoding="utf-8"))
 
 
 _BASE: dict[str, Any] | None = None

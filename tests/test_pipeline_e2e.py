@@ -1,4 +1,4 @@
-"""examples/workflow_api.json queued over HTTP on a real ComfyUI, with the LLM
+"""examples/api/workflow_api.json queued over HTTP on a real ComfyUI, with the LLM
 behind the local OpenAI-compatible test double; security checks on the results."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pack_paths import EXAMPLES_DIR
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 KEY = "sk-e2e-secret-abcdefghijklmnopqrstuvwxyz0123"
-WORKFLOW = json.loads((EXAMPLES_DIR / "workflow_api.json").read_text())
+WORKFLOW = json.loads((EXAMPLES_DIR / "api" / "workflow_api.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +79,27 @@ def test_api_example_writes_one_folder_per_day(pipeline_comfyui, llm_double):
     assert "generation" in all_text_under(server.log_dir)  # the JSON-lines log was written
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("user_id", "../../escaped", "user_id"),
-    ("user_id", "/tmp/abs", "user_id"),
-    ("persona_file", "../../../../etc/passwd", "outside"),
-    ("persona_file", "/etc/passwd", "absolute"),
+@pytest.mark.parametrize("field, value, message, stage", [
+    ("user_id", "../../escaped", "user_id", "run"),
+    ("user_id", "/tmp/abs", "user_id", "run"),
+    # persona_file is a list: a name outside it is refused when the prompt is validated
+    ("persona_file", "../../../../etc/passwd", "outside", "validation"),
+    ("persona_file", "/etc/passwd", "absolute", "validation"),
 ])
-def test_path_traversal_is_refused_and_writes_nothing(pipeline_comfyui, field, value, message):
+def test_path_traversal_is_refused_and_writes_nothing(pipeline_comfyui, field, value, message, stage):
     server = pipeline_comfyui
     before = sorted(str(p) for p in server.work_dir.rglob("*"))
     workflow = copy.deepcopy(WORKFLOW)
     workflow["1"]["inputs"][field] = value
-    entry = server.wait_for_history(server.queue_prompt(workflow), 60)
-    assert entry["status"]["status_str"] == "error"
-    error = [d for e, d in entry["status"]["messages"] if e == "execution_error"][0]
-    assert error["node_type"] == "PersonaLoader" and message in error["exception_message"]
+    if stage == "validation":
+        with pytest.raises(RuntimeError, match=r"refused \(400\)") as refused:
+            server.queue_prompt(workflow)
+        assert "PersonaLoader" in str(refused.value) and message in str(refused.value)
+    else:
+        entry = server.wait_for_history(server.queue_prompt(workflow), 60)
+        assert entry["status"]["status_str"] == "error"
+        error = [d for e, d in entry["status"]["messages"] if e == "execution_error"][0]
+        assert error["node_type"] == "PersonaLoader" and message in error["exception_message"]
     after = sorted(str(p) for p in server.work_dir.rglob("*") if "comfyui.log" not in str(p))
     assert [p for p in after if p not in before] == []
     assert not (server.work_dir.parent / "escaped").exists()

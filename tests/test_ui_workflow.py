@@ -1,7 +1,7 @@
 """service/ui_workflow.py: UI-format workflows to the API format, or one clear refusal.
 
 The pack's node definitions come from its own registry; the ComfyUI core
-classes that examples/workflow.json uses are copied below from ComfyUI
+classes that examples/persona_posts_with_images.json uses are copied below from ComfyUI
 0.3.75's nodes.py (names, order, types and options that matter here).
 """
 
@@ -135,10 +135,10 @@ def _structure(prompt, node_id):
 
 
 def test_example_workflow_converts_to_the_api_example():
-    ui = load_example("workflow.json")
+    ui = load_example("persona_posts_with_images.json")
     before = copy.deepcopy(ui)
     converted = ui_to_api(ui, input_types)
-    expected = load_example("workflow_api.json")
+    expected = load_example("api/workflow_api.json")
     assert ui == before
 
     assert set(converted) == {str(entry["id"]) for entry in ui["nodes"]}
@@ -162,7 +162,7 @@ def test_example_workflow_converts_to_the_api_example():
 
 
 def test_example_workflow_image_branch():
-    converted = ui_to_api(load_example("workflow.json"), input_types)
+    converted = ui_to_api(load_example("persona_posts_with_images.json"), input_types)
     image_branch = {node_id: converted[node_id] for node_id in ("5", "6", "7", "8", "9", "10")}
     assert image_branch == {
         "5": {"class_type": "CheckpointLoaderSimple", "_meta": {"title": "CheckpointLoaderSimple"},
@@ -183,11 +183,11 @@ def test_example_workflow_image_branch():
 
 
 def test_is_ui_workflow():
-    assert is_ui_workflow(load_example("workflow.json"))
-    assert not is_ui_workflow(load_example("workflow_api.json"))
+    assert is_ui_workflow(load_example("persona_posts_with_images.json"))
+    assert not is_ui_workflow(load_example("api/workflow_api.json"))
     assert not is_ui_workflow({"nodes": [], "links": {}})
     assert not is_ui_workflow([])
-    assert "not a ComfyUI UI-format workflow" in refusal(load_example("workflow_api.json"))
+    assert "not a ComfyUI UI-format workflow" in refusal(load_example("api/workflow_api.json"))
 
 
 # Widget values
