@@ -1,4 +1,6 @@
-"""``twitterchat``: submit, follow and cancel tasks from a shell.
+"""``twitterchat``: submit, follow and cancel tasks from a shell; and, with no server,
+generate persona cards (``persona generate``) and posts for many personas (``posts``)
+in this process (``headless.py``).
 
 Exit status: 0 when every task waited for completed (or the command did what
 it was asked), 1 when one failed, was cancelled or did not finish in
@@ -20,6 +22,7 @@ from .config import DEFAULT_URL, TOKEN_ENV, URL_ENV, display_url
 from .errors import TwitterChatError
 from .follow import BatchProgress
 from .formatting import describe_batch, describe_task, summarize_tasks
+from .headless import COMMANDS as HEADLESS_COMMANDS, HeadlessUsageError, add_commands as add_headless_commands
 from .personas import PersonaFileError, read_personas
 from .sync_client import TwitterChatClient
 
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch = command("watch", "follow a batch with a progress bar until it is finished")
     watch.add_argument("batch_id", metavar="BATCH_ID")
     watch.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
+
+    add_headless_commands(command, common, _days)
     return parser
 
 
@@ -318,6 +323,14 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging(args.verbose)
+    if args.command in HEADLESS_COMMANDS:  # run here: no server, no client
+        try:
+            return HEADLESS_COMMANDS[args.command](args)
+        except (HeadlessUsageError, ValueError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        except KeyboardInterrupt:
+            print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
     try:
         with TwitterChatClient(args.url, token=args.token) as client:
             return COMMANDS[args.command](client, args)

@@ -8,6 +8,7 @@ from .context import ContextGatherer
 from .generation import BatchTweetGenerator, TweetGenerator
 from .output import OutputManager
 from .persona import PersonaLoader
+from .persona_generator import PersonaGenerator
 
 NODE_CLASSES = (
     PersonaLoader,
@@ -16,6 +17,7 @@ NODE_CLASSES = (
     BatchTweetGenerator,
     TweetGenerator,
     OutputManager,
+    PersonaGenerator,
 )
 
 

@@ -9,6 +9,12 @@ request gets a short, distinct post mentioning the date found in the prompt.
 It refuses, with the real service's 400 messages, what the real service
 refuses: strict JSON schemas outside the structured-outputs subset, and
 ``max_tokens``/``temperature``/``stop`` on reasoning models (o-series, gpt-5).
+
+Persona stages: a request whose ``json_schema.name`` is one of PersonaGenerator's
+seven stages (``core_persona`` ... ``knowledge_book``) gets a valid answer for
+that stage, built from the concept in the prompt. ``calls`` records every
+request's schema name, start and end (``time.monotonic``) and its image parts,
+so tests can check order, overlap and what was sent.
 """
 
 from __future__ import annotations
@@ -95,6 +101,8 @@ class Faults:
     bad_post_json_body: int = 0                           # the first N post answers are an unparsable body
     hang_dates: set[str] = field(default_factory=set)     # never answer posts about these dates
     post_text: str | None = None                          # answer every post with this text
+    stage_latency: dict[str, float] = field(default_factory=dict)  # per json_schema name, instead of latency
+    bad_stage_json: dict[str, int] = field(default_factory=dict)   # the first N answers of that stage: not JSON
 
 
 class FakeOpenAIServer:
@@ -106,6 +114,7 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.statuses: list[int] = []
+        self.calls: list[dict] = []   # per request: schema, started, ended, image_parts (see module doc)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -155,11 +164,15 @@ class FakeOpenAIServer:
             number = len(self.requests)
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            call = {"number": number, "schema": _schema_name(body), "started": time.monotonic(),
+                    "ended": None, "image_parts": _image_parts(body)}
+            self.calls.append(call)
         try:
             status, payload = await self._answer(body, number)
         finally:
             with self._lock:
                 self.in_flight -= 1
+                call["ended"] = time.monotonic()
         with self._lock:
             self.statuses.append(status)
         if isinstance(payload, str):
@@ -177,8 +190,17 @@ class FakeOpenAIServer:
         dates = DATE.findall(text)
         is_calendar = (body.get("response_format") or {}).get("json_schema", {}).get("name") == "content_calendar"
         delay = faults.calendar_latency if is_calendar and faults.calendar_latency is not None else faults.latency
+        stage = _schema_name(body) if _schema_name(body) in PERSONA_STAGES else None
+        if stage is not None:
+            delay = faults.stage_latency.get(stage, faults.latency)
         if delay:
             await asyncio.sleep(delay)
+        if stage is not None:
+            with self._lock:
+                stage_number = sum(1 for call in self.calls if call["schema"] == stage)
+            if stage_number <= faults.bad_stage_json.get(stage, 0):
+                return 200, completion("{\"%s\": [ this is not json" % stage, number)
+            return 200, completion(json.dumps(persona_stage_answer(stage, text)), number)
         if number <= faults.rate_limit_first:
             return 429, {"error": {"message": "rate limited (test double)", "type": "rate_limit"}}
         if not is_calendar and dates and dates[0] in faults.hang_dates:
@@ -210,3 +232,63 @@ def completion(content: str, number: int) -> dict:
             "model": "test-double", "choices": [{"index": 0, "finish_reason": "stop",
                                                  "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+
+
+def _schema_name(body: dict) -> str | None:
+    return ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+
+
+def _image_parts(body: dict) -> list[str]:
+    """The ``image_url`` URLs of the request's messages."""
+    urls = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            urls += [part["image_url"]["url"] for part in content
+                     if isinstance(part, dict) and part.get("type") == "image_url"]
+    return urls
+
+
+PERSONA_STAGES = ("core_persona", "posting_strategy", "example_posts", "social_network", "authenticity",
+                  "visual_profile", "knowledge_book")
+CONCEPT = re.compile(r"Concept from the operator: (.*)")
+NAMES = ("Aiko Tanabe", "Lena Vogel", "Marco Rossi", "Priya Nair", "Sofia Lind", "Tomas Novak", "Wen Li",
+         "Nadia Haddad", "Jonas Berg", "Clara Duarte")
+ZONES = (("Tokyo", "JP", "Asia/Tokyo"), ("Berlin", "DE", "Europe/Berlin"), ("Rome", "IT", "Europe/Rome"),
+         ("Kochi", "IN", "Asia/Kolkata"), ("Stockholm", "SE", "Europe/Stockholm"))
+
+
+def persona_stage_answer(stage: str, text: str) -> dict:
+    """A valid answer for one PersonaGenerator stage, varied by the concept in the prompt."""
+    found = CONCEPT.search(text)
+    concept = found.group(1).strip() if found else "a persona"
+    pick = sum(concept.encode()) % len(NAMES)
+    city, country, zone = ZONES[pick % len(ZONES)]
+    name = NAMES[pick]
+    words = random.Random(concept + stage).sample(VOCABULARY, 30)
+    if stage == "core_persona":
+        return {"name": name, "age": 24 + pick, "occupation": "barista and film photographer",
+                "location": {"city": city, "country": country, "timezone": zone},
+                "personality": f"curious, warm, a little stubborn; {concept[:200]}",
+                "appearance": "short dark hair, round glasses, a green raincoat",
+                "background": f"grew up near the sea, moved to {city} for work",
+                "speech_style": "short sentences, dry jokes, one emoji at most"}
+    if stage == "posting_strategy":
+        return {"topics": [f"{w} stories" for w in words[:4]], "tone": "warm and wry",
+                "posts_per_week": 5, "posting_hours": ["08:30", "19:00"]}
+    if stage == "example_posts":
+        return {"posts": [f"Post {i + 1}: " + " ".join(words[i * 3:i * 3 + 3]).capitalize()
+                          + f" again today, and the {words[29 - i]} agrees." for i in range(8)]}
+    if stage == "social_network":
+        return {"people": [{"name": "Mika", "relationship": "best friend", "description": "runs the bakery next door"},
+                           {"name": "Grandma Ren", "relationship": "grandmother", "description": "calls every Sunday"}],
+                "recurring_interactions": ["Sunday calls with Grandma Ren", "coffee runs with Mika"]}
+    if stage == "authenticity":
+        return {"habits": ["photographs every cup"], "quirks": ["hums while typing"], "typos": ["teh"],
+                "opinions": ["film beats digital"], "never_says": ["anything about politics"]}
+    if stage == "visual_profile":
+        return {"stable_traits": ["short dark hair", "round glasses"], "style": "soft natural light, 35mm film",
+                "image_prompt": f"{name}, short dark hair, round glasses, green raincoat, film photo",
+                "lora_trigger": "tc_persona woman, short dark hair, round glasses"}
+    return {"entries": [{"keys": [city], "content": f"{name} lives in a small flat in {city}."},
+                        {"keys": ["Mika", "bakery"], "content": "Mika's bakery opens at six; the first loaf is hers."}]}
