@@ -18,10 +18,12 @@ def redis_binary() -> str | None:
 
 
 class RedisServer:
-    def __init__(self, work_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(self, work_dir: Path, port: int | None = None, appendonly: bool = False,
+                 appendfsync: str = "always") -> None:
         self.work_dir = Path(work_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # tests: every write on disk; deployments: everysec
         self.process: subprocess.Popen | None = None
 
     @property
@@ -36,7 +38,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "yes" if self.appendonly else "no",
-             "--appendfsync", "always" if self.appendonly else "everysec", "--dir", str(self.work_dir), "--protected-mode", "yes"],
+             "--appendfsync", self.appendfsync, "--dir", str(self.work_dir), "--protected-mode", "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
