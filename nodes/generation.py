@@ -11,6 +11,7 @@ from ..tools.tweet_generation import generate_posts
 from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import get_pool
 from ..utils.settings import ContextSettings
+from ..utils.structured_logger import redact_text
 from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile, validate_llm_profile
 
 logger = logging.getLogger("twitterchat.nodes.generation")
@@ -33,6 +34,13 @@ async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, see
                                     on_day_done=lambda post: progress.update(1))
 
     return await interruptible(run())
+
+
+def _shown(posts) -> dict:
+    """What the pack's frontend extension draws on the node (the stock frontend ignores ``ui.text``):
+    every day asked, its post or why there is none (redacted, like the log)."""
+    return {"twitterchat_posts": [{"date": p.date, "text": p.text, "warning": p.warning,
+                                   "error": None if p.ok else redact_text(str(p.error))} for p in posts]}
 
 
 def _report(posts) -> str:
@@ -80,7 +88,8 @@ class BatchTweetGenerator:
             logger.error("no post for %s on %s: %s", persona.user_id, failed.date, failed.error)
         if not done:
             raise RuntimeError(f"BatchTweetGenerator: every day failed; first error: {posts[0].error}")
-        return ([p.text for p in done], [p.scene_hint for p in done], [p.date for p in done], _report(posts))
+        return {"ui": _shown(posts),
+                "result": ([p.text for p in done], [p.scene_hint for p in done], [p.date for p in done], _report(posts))}
 
 
 class TweetGenerator:
@@ -105,4 +114,4 @@ class TweetGenerator:
         (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather)
         if not post.ok:
             raise RuntimeError(f"TweetGenerator: no post for {post.date}: {post.error}")
-        return (post.text, post.scene_hint, post.date)
+        return {"ui": _shown([post]), "result": (post.text, post.scene_hint, post.date)}

@@ -1,6 +1,7 @@
 // Listens for the pack's monitor and task-service events so the frontend does not
 // report them as unknown messages, and shows a toast when a prompt fails. Adds the
-// pack's own touches to its nodes: a card upload button, seeds fixed by default.
+// pack's own touches to its nodes: a card upload button, seeds fixed by default, and
+// the posts a generator wrote shown on the node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -123,6 +124,45 @@ function seedFixedByDefault(node) {
   if (control) control.value = "fixed";
 }
 
+// The posts a generator wrote, on the node itself (the stock frontend draws no ui.text).
+function postsPanel(node) {
+  if (node.twitterchatPosts) return node.twitterchatPosts;
+  const panel = document.createElement("div");
+  panel.dataset.testid = "twitterchat-posts";
+  Object.assign(panel.style, { maxHeight: "240px", overflowY: "auto", fontSize: "12px", lineHeight: "1.35",
+                               padding: "4px 6px", boxSizing: "border-box", whiteSpace: "pre-wrap",
+                               color: "var(--input-text, #ddd)", background: "var(--comfy-input-bg, #222)",
+                               borderRadius: "4px" });
+  const widget = node.addDOMWidget("posts", "twitterchat_posts", panel, { serialize: false, hideOnZoom: false,
+                                                                           getValue: () => "", setValue: () => {} });
+  widget.serialize = false; // never in the saved widget values
+  widget.computeSize = () => [node.size[0], 200];
+  node.twitterchatPosts = panel;
+  return panel;
+}
+
+function showPosts(node, posts) {
+  const panel = postsPanel(node);
+  panel.replaceChildren(...posts.map((post) => {
+    const item = document.createElement("div");
+    item.dataset.testid = "twitterchat-post";
+    item.dataset.date = post.date;
+    item.dataset.ok = String(!post.error);
+    item.style.margin = "0 0 6px";
+    const day = document.createElement("b");
+    day.textContent = `${post.date}  `;
+    const text = document.createElement("span");
+    text.dataset.testid = "twitterchat-post-text";
+    text.textContent = post.error ? `no post: ${post.error}` : post.text; // text only, never HTML
+    if (post.error) text.style.color = "var(--error-text, #f88)";
+    item.append(day, text);
+    if (post.warning) item.title = post.warning;
+    return item;
+  }));
+  node.setSize?.([node.size[0], node.computeSize()[1]]);
+  node.setDirtyCanvas?.(true, true);
+}
+
 app.registerExtension({
   name: "comfyui-twitterchat.nodes",
   nodeCreated(node) {
@@ -130,5 +170,12 @@ app.registerExtension({
     if (!PACK_NODES.has(type)) return;
     seedFixedByDefault(node);
     if (type === "PersonaLoader") addUploadButton(node);
+    if (type === "BatchTweetGenerator" || type === "TweetGenerator") {
+      const onExecuted = node.onExecuted;
+      node.onExecuted = function (output) {
+        onExecuted?.apply(this, arguments);
+        if (Array.isArray(output?.twitterchat_posts)) showPosts(this, output.twitterchat_posts);
+      };
+    }
   },
 });
