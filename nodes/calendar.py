@@ -40,7 +40,7 @@ class CalendarManager:
 
     async def plan(self, persona, context, regenerate, llm_profile, seed):
         book = CalendarBook(persona, output_root(), get_pool(), llm_profile,
-                            partial(month_holidays, persona), seed=seed)
+                            partial(month_holidays, persona), seed=seed, known_day=context)
         day = date.fromisoformat(context["date"])
         progress = NodeProgress(1)
         try:  # Cancel stops the plan and abandons its LLM call

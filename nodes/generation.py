@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 
@@ -12,23 +13,28 @@ from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import get_pool
 from ..utils.settings import ContextSettings
 from ..utils.structured_logger import redact_text
-from .inputs import CALENDAR, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile, validate_llm_profile
+from .inputs import CALENDAR, CONTEXT, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile, validate_llm_profile
 
 logger = logging.getLogger("twitterchat.nodes.generation")
 
 
-async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather):
+async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather, given=None):
     """Posts for the days asked, with ComfyUI's progress bar (days done of days asked); Cancel
-    stops it between LLM calls and abandons the ones in flight."""
+    stops it between LLM calls and abandons the ones in flight. ``given``: a ContextGatherer's
+    context, used as it is (its weather and holidays) for its own day instead of looking again."""
     settings = ContextSettings.load()
     url = settings.weather_url if include_weather else ""
     progress = NodeProgress(len(offsets))
     calendar = calendar.fork()  # the CalendarManager's cached output is never changed from here
 
+    async def context_for(offset):
+        if given is not None and given.get("day_offset") == offset:
+            return copy.deepcopy(given)  # ComfyUI keeps the gatherer's output cached: never changed here
+        # weather look-ups block: keep them off the event loop
+        return await asyncio.to_thread(build_context, persona, offset, url, settings.weather_timeout_seconds)
+
     async def run():
-        contexts = await asyncio.gather(*(  # weather look-ups block: keep them off the event loop
-            asyncio.to_thread(build_context, persona, offset, url, settings.weather_timeout_seconds)
-            for offset in offsets))
+        contexts = await asyncio.gather(*(context_for(offset) for offset in offsets))
         return await generate_posts(get_pool(), llm_profile, persona, contexts, calendar.entry_for,
                                     max_concurrent=max_concurrent, seed=seed,
                                     on_day_done=lambda post: progress.update(1))
@@ -71,18 +77,20 @@ class BatchTweetGenerator:
                                        "tooltip": "Days written at once (the process-wide llm.max_concurrent "
                                                   "still bounds every call)"}),
             "llm_profile": llm_profile(), "seed": SEED, "include_weather": INCLUDE_WEATHER,
-        }}
+        }, "optional": {"context": (CONTEXT[0], {"tooltip": "A Context Gatherer's day: its weather and holidays "
+                                                            "are used for that day (the others are looked up)"})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, llm_profile=None):
         return validate_llm_profile(llm_profile)
 
     async def generate(self, persona, calendar, num_days, start_day_offset, max_concurrent, llm_profile,
-                       seed, include_weather):
+                       seed, include_weather, context=None):
         if not 1 <= num_days <= 31:
             raise ValueError(f"BatchTweetGenerator: num_days must be 1..31, got {num_days}")
         offsets = [start_day_offset + i for i in range(num_days)]
-        posts = await _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather)
+        posts = await _generate(persona, calendar, offsets, max_concurrent, llm_profile, seed, include_weather,
+                                context)
         done = [p for p in posts if p.ok]
         for failed in (p for p in posts if not p.ok):
             logger.error("no post for %s on %s: %s", persona.user_id, failed.date, failed.error)
@@ -104,14 +112,16 @@ class TweetGenerator:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"persona": PERSONA, "calendar": CALENDAR, "day_offset": DAY_OFFSET,
-                             "llm_profile": llm_profile(), "seed": SEED, "include_weather": INCLUDE_WEATHER}}
+                             "llm_profile": llm_profile(), "seed": SEED, "include_weather": INCLUDE_WEATHER},
+                "optional": {"context": (CONTEXT[0], {"tooltip": "A Context Gatherer's day: used as it is (its "
+                                                                 "weather and holidays) when it is day_offset's day"})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, llm_profile=None):
         return validate_llm_profile(llm_profile)
 
-    async def generate(self, persona, calendar, day_offset, llm_profile, seed, include_weather):
-        (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather)
+    async def generate(self, persona, calendar, day_offset, llm_profile, seed, include_weather, context=None):
+        (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather, context)
         if not post.ok:
             raise RuntimeError(f"TweetGenerator: no post for {post.date}: {post.error}")
         return {"ui": _shown([post]), "result": (post.text, post.scene_hint, post.date)}

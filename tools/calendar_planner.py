@@ -111,19 +111,45 @@ def parse_plan_lines(raw: str, year: int, month: int) -> dict[str, Any]:
     return validate_month(json.dumps({"days": rows}), year, month)
 
 
+def _known_notes(known_day: dict[str, Any] | None, year: int, month: int) -> tuple[int | None, list[str], str]:
+    """A gathered context's day in this month: (day of month, its holidays, its weather as words)."""
+    if not known_day or not isinstance(known_day.get("date"), str):
+        return None, [], ""
+    try:
+        day = date.fromisoformat(known_day["date"])
+    except ValueError:
+        return None, [], ""
+    if (day.year, day.month) != (year, month):
+        return None, [], ""
+    weather = known_day.get("weather") or {}
+    words = ""
+    if weather.get("summary"):
+        words = weather["summary"]
+        if isinstance(weather.get("temp_min_c"), (int, float)) and isinstance(weather.get("temp_max_c"), (int, float)):
+            words += f", {weather['temp_min_c']:.0f}-{weather['temp_max_c']:.0f} C"
+    return day.day, [str(h) for h in known_day.get("holidays") or []], words
+
+
 def plan_request(persona: Persona, year: int, month: int, holidays: dict[int, list[str]],
-                 seed: int | None) -> LLMRequest:
+                 seed: int | None, known_day: dict[str, Any] | None = None) -> LLMRequest:
+    """``known_day``: a ContextGatherer's context; its holidays and weather go into that day's line."""
     days = month_calendar.monthrange(year, month)[1]
     first = date(year, month, 1)
+    known, known_holidays, known_weather = _known_notes(known_day, year, month)
     lines = []
     for offset in range(days):
         day = first + timedelta(days=offset)
-        note = f" (holiday: {', '.join(holidays[day.day])})" if holidays.get(day.day) else ""
+        names = list(holidays.get(day.day) or [])
+        if day.day == known:
+            names += [h for h in known_holidays if h not in names]
+        note = f" (holiday: {', '.join(names)})" if names else ""
+        if day.day == known and known_weather:
+            note += f" (weather: {known_weather})"
         lines.append(f"{day.day}: {day.strftime('%A')}{note}")
     prompt = (f"Plan {persona.name}'s social media posts for {first.strftime('%B %Y')}: one entry per day, "
               f"days 1 to {days}, in order. For each day give a short theme, a concrete topic, a scene hint "
               "describing the photo that goes with the post, and a local posting time (HH:MM). "
-              "Vary themes across the week and use the holidays.\n" + "\n".join(lines))
+              "Vary themes across the week and use the holidays and the weather given.\n" + "\n".join(lines))
     examples = persona.extension.get("example_plan")
     if not (isinstance(examples, list) and all(isinstance(e, str) and e.count("|") == 3 for e in examples)):
         examples = DEFAULT_EXAMPLE_PLAN
@@ -154,13 +180,14 @@ class CalendarBook:
     """A persona's monthly plans, from the cache or planned on demand."""
 
     def __init__(self, persona: Persona, cache_dir: Path, pool: LLMClientPool, profile: str,
-                 holidays_for, seed: int | None = None) -> None:
+                 holidays_for, seed: int | None = None, known_day: dict[str, Any] | None = None) -> None:
         self.persona = persona
         self.cache_dir = Path(cache_dir)
         self.pool = pool
         self.profile = profile
         self.holidays_for = holidays_for  # (year, month) -> {day: [names]}
         self.seed = seed
+        self.known_day = known_day  # a ContextGatherer's day: its weather and holidays reach the plan
         self.months: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -223,7 +250,7 @@ class CalendarBook:
         return planned
 
     async def _plan(self, year: int, month: int) -> dict[str, Any]:
-        request = plan_request(self.persona, year, month, self.holidays_for(year, month), self.seed)
+        request = plan_request(self.persona, year, month, self.holidays_for(year, month), self.seed, self.known_day)
         parse = parse_plan_lines if self.pool.profile(self.profile).kind == "local" else validate_month
         last_error: LLMContentError | None = None
         for attempt in range(1, CONTENT_ATTEMPTS + 1):

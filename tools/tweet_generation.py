@@ -59,6 +59,8 @@ def post_request(persona: Persona, context: dict[str, Any], entry: dict[str, Any
                     f"Topic: {entry['topic']}. Posting at {entry['posting_time']} local time. "
                     f"One short post in {persona.name}'s own voice, at most {MAX_WEIGHTED_LENGTH} characters, "
                     "no hashtags beyond one, reply with the post text only.")
+    if context.get("weather") or context.get("holidays"):
+        instructions += " Let the day's weather and holiday show where they fit."
     if avoid:
         instructions += " Do not repeat these earlier posts: " + " | ".join(a[:120] for a in avoid)
     if problem:
