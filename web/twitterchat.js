@@ -1,7 +1,7 @@
 // Listens for the pack's monitor and task-service events so the frontend does not
-// report them as unknown messages, and shows a toast when a prompt fails. Adds the
-// pack's own touches to its nodes: a card upload button, seeds fixed by default, and
-// the posts a generator wrote shown on the node.
+// report them as unknown messages, and (a setting, off by default) shows a toast when a
+// prompt fails. Adds the pack's own touches to its nodes: a card upload button, seeds
+// fixed by default, and the posts a generator wrote shown on the node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -15,8 +15,22 @@ function notify(severity, text) {
   }
 }
 
+// Failure toasts are a setting, off by default: ComfyUI's own dialog already reports the
+// failures of prompts this browser queued, and the monitor's events reach every browser.
+const TOAST_SETTING = "TwitterChat.Monitor.FailureToasts";
+const TOAST_OFF = "off";
+const TOAST_ELSEWHERE = "prompts queued elsewhere";
+const TOAST_ALL = "all prompts";
+const queuedHere = new Set(); // prompt ids ComfyUI told this browser about (lifecycle events go to the submitter only)
+
+function setting(id) {
+  return app.extensionManager?.setting?.get?.(id) ?? app.ui?.settings?.getSettingValue?.(id);
+}
+
 function showFailure(detail) {
   if (!detail || detail.status !== "failed") return;
+  const mode = setting(TOAST_SETTING) ?? TOAST_OFF;
+  if (mode === TOAST_OFF || (mode === TOAST_ELSEWHERE && queuedHere.has(detail.id))) return;
   const error = detail.error_info || {};
   const where = error.node_type ? ` in ${error.node_type} (#${error.node_id})` : "";
   const text = `Prompt ${String(detail.id).slice(0, 8)} failed${where}: ${error.message || "unknown error"}`;
@@ -40,7 +54,24 @@ async function configuredEventName() {
 
 app.registerExtension({
   name: "comfyui-twitterchat.monitor",
+  settings: [{
+    id: TOAST_SETTING,
+    category: ["TwitterChat", "Monitor", "Failure toasts"],
+    name: "Show a toast when a prompt fails",
+    tooltip: "From the pack's monitor, which sees every prompt on the server. ComfyUI already shows its own " +
+             "error for the prompts this browser queued.",
+    type: "combo",
+    options: [TOAST_OFF, TOAST_ELSEWHERE, TOAST_ALL],
+    defaultValue: TOAST_OFF,
+  }],
   async setup() {
+    for (const event of ["execution_start", "execution_error", "execution_cached"]) {
+      api.addEventListener(event, ({ detail }) => {
+        if (!detail?.prompt_id) return;
+        queuedHere.add(detail.prompt_id);
+        if (queuedHere.size > 1000) queuedHere.delete(queuedHere.values().next().value); // oldest first
+      });
+    }
     const names = new Set([DEFAULT_EVENT_NAME, await configuredEventName()]);
     for (const name of names) {
       api.addEventListener(name, ({ detail }) => showFailure(detail));
