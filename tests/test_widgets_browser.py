@@ -192,3 +192,28 @@ def test_in_the_browser_lists_fixed_seeds_and_a_card_upload(server, browser, tmp
     assert browser.execute_script("return app.graph.getNodeById(arguments[0]).serialize().widgets_values",
                                   loader) == ["file", "personas/uploaded card.json", "", "meilin_001"]
     assert pack_console_errors(browser) == []
+
+
+def test_an_old_workflow_with_free_text_values_loads_and_is_refused_by_name(server, browser):
+    """A workflow saved before the lists still opens with its values; queueing it shows
+    ComfyUI's validation error naming the problem, never the pasted key."""
+    from pack_paths import EXAMPLES_DIR
+
+    old = json.loads((EXAMPLES_DIR / "persona_posts.json").read_text(encoding="utf-8"))
+    for node in old["nodes"]:
+        if node["type"] in ("CalendarManager", "BatchTweetGenerator"):
+            values = node["widgets_values"]
+            values[values.index("auto")] = PASTED_KEY
+    open_comfyui(browser, server.url)
+    loaded = browser.execute_async_script("""const [graph, done] = arguments;
+      app.loadGraphData(graph, true, true, 'old').then(() => done(app.graph.nodes
+        .filter((n) => n.widgets?.some((w) => w.name === 'llm_profile'))
+        .map((n) => n.widgets.find((w) => w.name === 'llm_profile').value)));""", old)
+    assert loaded == [PASTED_KEY, PASTED_KEY]  # opened as saved (the user decides what to pick)
+    browser.execute_script("app.queuePrompt(0, 1)")
+    shown = wait_js(browser, """const text = [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText).join('\\n');
+                                return text.includes('not a configured LLM profile') && text""",
+                    60, "ComfyUI's validation error")
+    assert "auto, local, openai" in shown
+    assert PASTED_KEY not in browser.execute_script("return document.body.innerText")
+    browser.execute_script("document.querySelectorAll('.p-dialog-mask').forEach((m) => m.remove())")
