@@ -19,6 +19,7 @@ follows the shared event stream for its websocket and ``/events``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -260,18 +261,19 @@ class TaskService:
         while not self._stopping.is_set():
             try:
                 reply = self.store.r.xread({self.store.events_key: f"{last}-0"}, count=500, block=1000)
-            except Exception as exc:
+                events = []
+                for _, entries in reply or ():
+                    for entry_id, fields in entries:
+                        last = int(entry_id.split("-", 1)[0])
+                        events.append(Event(last, fields["kind"], json.loads(fields["data"]),
+                                            fields.get("task") or None, fields.get("batch") or None))
+                if events:
+                    self.loop.call_soon_threadsafe(functools.partial(self.published, events, local=False))
+            except RuntimeError:  # ComfyUI's loop is closed: shutting down
+                return
+            except Exception as exc:  # Redis away, or a bad entry: read again, never die
                 logger.debug("event stream: %s; reading again", exc)
                 self._stopping.wait(1.0)
-                continue
-            events = []
-            for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = int(entry_id.split("-", 1)[0])
-                    events.append(Event(last, fields["kind"], json.loads(fields["data"]),
-                                        fields.get("task") or None, fields.get("batch") or None))
-            if events:
-                self.loop.call_soon_threadsafe(self.published, events, local=False)
 
     # -- feeding -----------------------------------------------------------
     async def _feed_loop(self) -> None:

@@ -4,7 +4,8 @@ tasks from one Redis Streams consumer group on one real redis-server (AOF on).
 In one run, because three ComfyUI start-ups are the expensive part:
 1. 60 probe tasks of 0.5 s submitted to instance A: all complete, each instance ran at
    least 10 (counted in each ComfyUI's own history), the runs add up to the tasks plus
-   the re-runs the tasks report; every instance's /events saw every task end; each task
+   the re-runs the tasks report; C's /events and B's websocket saw every task end (once);
+   each task
    names its worker and its output URL points at that instance.
 2. kill -9 instance B while it runs a task: another instance takes the task over after
    the lease and completes it (attempts 2); nothing is lost.
@@ -21,6 +22,7 @@ import time
 import pytest
 
 from ci_policy import need
+from collectors import WebsocketCollector
 from service_harness import API, SSECollector, call, probe_workflow, wait_final
 
 LEASE = 3
@@ -93,6 +95,7 @@ def test_three_instances_share_one_queue_and_survive_kills(cluster):
 
     # 1. Sixty tasks submitted to A are shared by the three; C's event stream sees them all end.
     watcher = SSECollector(c.url)
+    socket = WebsocketCollector(b.url, "twitterchat.task")
     ids = submit(a.url, 60, 0.5, first_width=8)
     final = wait_final(a.url, ids, timeout=240)
     assert {t["status"] for t in final.values()} == {"completed"}, \
@@ -108,6 +111,10 @@ def test_three_instances_share_one_queue_and_survive_kills(cluster):
         assert files and files[0]["url"].startswith(servers[task["worker"]].url + "/view?"), task
     wait_for(lambda: all("completed" in watcher.task_statuses(t) for t in ids), 30,
              "C's /events carries every task's completion, whichever instance ran it")
+    ended = lambda: [m["task_id"] for m in socket.messages if m["status"] == "completed" and m["task_id"] in ids]
+    wait_for(lambda: len(set(ended())) == len(ids), 30, "B's websocket carries every task's completion")
+    assert len(ended()) == len(ids)  # once each: an instance's own events are not sent twice
+    socket.stop()
     # Any instance answers for any task.
     assert call(b.url, "GET", f"{API}/tasks/{ids[0]}")[1]["status"] == "completed"
 
