@@ -9,6 +9,7 @@ import json
 import pytest
 
 from browser_harness import chromium, open_comfyui, pack_console_errors, wait_js
+from comfyui_harness import cache_root
 from openai_double import Faults, FakeOpenAIServer
 from pack_paths import EXAMPLES_DIR
 
@@ -52,6 +53,11 @@ def test_posts_show_on_the_generator_node_after_a_queue_from_the_page(server, tm
           return node.twitterchatPosts && node.twitterchatPosts.isConnected &&
                  node.twitterchatPosts.querySelectorAll('[data-testid=twitterchat-post]').length""", generator)
         assert on_node == 3
+        folder = cache_root() / "artifacts" / "posts"
+        folder.mkdir(parents=True, exist_ok=True)
+        browser.execute_script("document.querySelectorAll('.p-dialog-mask').forEach((m) => m.remove());"
+                               "app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        browser.save_screenshot(str(folder / "posts_on_node.png"))  # for a person to look at
         # the panel is not a saved widget value
         saved = browser.execute_script("return app.graph.getNodeById(arguments[0]).serialize().widgets_values",
                                        generator)
