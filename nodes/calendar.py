@@ -11,7 +11,7 @@ from ..tools.context import month_holidays
 from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import LLMError, get_pool
 from ..utils.output_paths import output_root
-from .inputs import CONTEXT, PERSONA, REGENERATE, SEED, llm_profile, validate_llm_profile
+from .inputs import CONTEXT, PERSONA, REGENERATE, SEED, llm_profile, require_llm_profile, validate_llm_profile
 
 
 class CalendarManager:
@@ -39,6 +39,7 @@ class CalendarManager:
         return validate_llm_profile(llm_profile)
 
     async def plan(self, persona, context, regenerate, llm_profile, seed):
+        require_llm_profile("CalendarManager", llm_profile)
         book = CalendarBook(persona, output_root(), get_pool(), llm_profile,
                             partial(month_holidays, persona), seed=seed, known_day=context)
         day = date.fromisoformat(context["date"])

@@ -13,7 +13,8 @@ from ..utils.comfy_env import NodeProgress, interruptible
 from ..utils.llm import get_pool
 from ..utils.settings import ContextSettings
 from ..utils.structured_logger import redact_text
-from .inputs import CALENDAR, CONTEXT, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile, validate_llm_profile
+from .inputs import (CALENDAR, CONTEXT, DAY_OFFSET, INCLUDE_WEATHER, PERSONA, SEED, llm_profile,
+                     require_llm_profile, validate_llm_profile)
 
 logger = logging.getLogger("twitterchat.nodes.generation")
 
@@ -86,6 +87,7 @@ class BatchTweetGenerator:
 
     async def generate(self, persona, calendar, num_days, start_day_offset, max_concurrent, llm_profile,
                        seed, include_weather, context=None):
+        require_llm_profile("BatchTweetGenerator", llm_profile)
         if not 1 <= num_days <= 31:
             raise ValueError(f"BatchTweetGenerator: num_days must be 1..31, got {num_days}")
         offsets = [start_day_offset + i for i in range(num_days)]
@@ -121,6 +123,7 @@ class TweetGenerator:
         return validate_llm_profile(llm_profile)
 
     async def generate(self, persona, calendar, day_offset, llm_profile, seed, include_weather, context=None):
+        require_llm_profile("TweetGenerator", llm_profile)
         (post,) = await _generate(persona, calendar, [day_offset], 1, llm_profile, seed, include_weather, context)
         if not post.ok:
             raise RuntimeError(f"TweetGenerator: no post for {post.date}: {post.error}")

@@ -28,3 +28,11 @@ def validate_llm_profile(llm_profile=None):
     """For a node's ``VALIDATE_INPUTS``: a saved workflow's free-text value that is not a profile
     fails validation with a message that never repeats it. ``None``: the input is linked."""
     return True if llm_profile is None else check_profile(llm_profile)
+
+
+def require_llm_profile(node: str, llm_profile) -> None:
+    """At run time too: a value that reached the node through a link skipped validation. The
+    error never repeats the value."""
+    problem = check_profile(llm_profile)
+    if problem is not True:
+        raise ValueError(f"{node}: llm_profile is {problem}")

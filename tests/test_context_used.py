@@ -34,8 +34,8 @@ def llm_double():
 @pytest.fixture
 def pool(llm_double, monkeypatch):
     monkeypatch.setenv("TWITTERCHAT_WEATHER_URL", "")
-    profile = LLMProfile(name="test", base_url=llm_double.base_url, model="m", api_key_env="TC_CONTEXT_TEST_KEY")
-    pool = LLMClientPool(max_concurrent=4, settings=LLMSettings(default_profile="test", profiles={"test": profile}))
+    profile = LLMProfile(name="openai", base_url=llm_double.base_url, model="m", api_key_env="TC_CONTEXT_TEST_KEY")
+    pool = LLMClientPool(max_concurrent=4, settings=LLMSettings(default_profile="openai", profiles={"openai": profile}))
     monkeypatch.setattr(generation_node, "get_pool", lambda: pool)
     monkeypatch.setattr(calendar_node, "get_pool", lambda: pool)
     return pool
@@ -65,8 +65,8 @@ def test_the_batch_uses_the_gathered_days_weather_and_holiday(pool, persona, llm
                         lambda p, offset, *a, **k: looked_up.append(offset) or real(p, offset, *a, **k))
     context = gathered(persona, 0)
     kept = copy.deepcopy(context)
-    book = CalendarBook(persona, tmp_path, pool, "test", partial(month_holidays, persona), seed=1)
-    answer = asyncio.run(BatchTweetGenerator().generate(persona, book, 2, 0, 2, "test", 1, True, context=context))
+    book = CalendarBook(persona, tmp_path, pool, "openai", partial(month_holidays, persona), seed=1)
+    answer = asyncio.run(BatchTweetGenerator().generate(persona, book, 2, 0, 2, "openai", 1, True, context=context))
     assert len(answer["result"][0]) == 2
     first, second = (build_context(persona, o)["date"] for o in (0, 1))
     day_one = prompts(llm_double, first)
@@ -77,8 +77,8 @@ def test_the_batch_uses_the_gathered_days_weather_and_holiday(pool, persona, llm
 
 
 def test_the_single_day_generator_uses_it_too(pool, persona, llm_double, tmp_path):
-    book = CalendarBook(persona, tmp_path, pool, "test", partial(month_holidays, persona), seed=1)
-    asyncio.run(TweetGenerator().generate(persona, book, 0, "test", 1, False, context=gathered(persona, 0)))
+    book = CalendarBook(persona, tmp_path, pool, "openai", partial(month_holidays, persona), seed=1)
+    asyncio.run(TweetGenerator().generate(persona, book, 0, "openai", 1, False, context=gathered(persona, 0)))
     assert any("light snow showers" in t and HOLIDAY in t for t in prompts(llm_double))
 
 
@@ -86,7 +86,7 @@ def test_the_month_plan_is_asked_with_the_gathered_days_weather_and_holiday(pool
                                                                             monkeypatch):
     monkeypatch.setattr(calendar_node, "output_root", lambda: tmp_path)
     context = gathered(persona, 0)
-    asyncio.run(CalendarManager().plan(persona, context, True, "test", 1))
+    asyncio.run(CalendarManager().plan(persona, context, True, "openai", 1))
     plans = [r for r in llm_double.requests if r.get("response_format")]
     assert len(plans) == 1
     text = " ".join(m["content"] for m in plans[0]["messages"])

@@ -131,18 +131,29 @@ def test_the_generator_never_changes_the_calendar_managers_cached_output(llm_dou
     """A batch running into next month plans that month in a book of its own: the book ComfyUI
     keeps as CalendarManager's output (and hands to the next run) is left as it was."""
     monkeypatch.setenv("TWITTERCHAT_WEATHER_URL", "")
-    profile = LLMProfile(name="test", base_url=llm_double.base_url, model="m", api_key_env="TC_WIDGET_TEST_KEY")
-    pool = LLMClientPool(max_concurrent=4, settings=LLMSettings(default_profile="test", profiles={"test": profile}))
+    profile = LLMProfile(name="openai", base_url=llm_double.base_url, model="m", api_key_env="TC_WIDGET_TEST_KEY")
+    pool = LLMClientPool(max_concurrent=4, settings=LLMSettings(default_profile="openai", profiles={"openai": profile}))
     monkeypatch.setattr(generation_node, "get_pool", lambda: pool)
     persona = load_persona("file", "tea_girl_meilin.json", "", "cache_user")
     first_day = date.fromisoformat(build_context(persona, 0)["date"])
-    book = CalendarBook(persona, tmp_path, pool, "test", partial(month_holidays, persona), seed=1)
+    book = CalendarBook(persona, tmp_path, pool, "openai", partial(month_holidays, persona), seed=1)
     asyncio.run(book.month(first_day.year, first_day.month))
     before_months, before_card = copy.deepcopy(book.months), copy.deepcopy(persona.card)
 
-    answer = asyncio.run(BatchTweetGenerator().generate(persona, book, 31, 0, 4, "test", 1, False))
+    answer = asyncio.run(BatchTweetGenerator().generate(persona, book, 31, 0, 4, "openai", 1, False))
     posts, _, dates, _ = answer["result"]
 
     assert len(dates) == 31 and len({d[:7] for d in dates}) == 2  # the batch did run into next month
     assert book.months == before_months and list(book.months) == list(before_months)
     assert persona.card == before_card
+
+
+def test_a_linked_value_that_is_not_a_profile_fails_the_node_without_being_repeated(tmp_path):
+    """A value arriving through a link skips validation; the node checks it when it runs."""
+    persona = load_persona("file", "tea_girl_meilin.json", "", "linked_user")
+    with pytest.raises(ValueError) as raised:
+        asyncio.run(BatchTweetGenerator().generate(persona, None, 1, 0, 1, PASTED_KEY, 1, False))
+    assert "not a configured LLM profile" in str(raised.value) and PASTED_KEY not in str(raised.value)
+    with pytest.raises(ValueError) as raised:
+        asyncio.run(CalendarManager().plan(persona, {"date": "2026-11-25"}, False, PASTED_KEY, 1))
+    assert "not a configured LLM profile" in str(raised.value) and PASTED_KEY not in str(raised.value)
