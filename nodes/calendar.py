@@ -1,4 +1,7 @@
-"""CalendarManager: the persona's content plan for the month of the given day."""
+"""CalendarManager: the persona's content plan, from the month of the given day.
+
+It plans the context's own day (or the whole month, when asked); generators plan the
+other days they need, when they need them, next to the ones already planned."""
 
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ class CalendarManager:
     NODE_ID = "CalendarManager"
     DISPLAY_NAME = "Calendar Manager (monthly plan)"
     CATEGORY = "TwitterChat/planning"
-    DESCRIPTION = ("Plans a month of posts per day (theme, topic, scene hint, posting time) with the LLM, "
-                   "cached per user and month under the output folder; 'regenerate' plans it again.")
+    DESCRIPTION = ("Plans posts per day (theme, topic, scene hint, posting time) with the LLM, cached per user "
+                   "and month under the output folder. Only the days needed are planned: the context's day here "
+                   "(or the whole month with 'plan_whole_month'), the rest when a generator asks for them. "
+                   "'regenerate' starts the month's plan over.")
     RETURN_TYPES = ("TC_CALENDAR", "STRING")
     RETURN_NAMES = ("calendar", "month_plan")
     FUNCTION = "plan"
@@ -27,7 +32,11 @@ class CalendarManager:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"persona": PERSONA, "context": CONTEXT, "regenerate": REGENERATE,
-                             "llm_profile": llm_profile(), "seed": SEED}}
+                             "llm_profile": llm_profile(), "seed": SEED},
+                "optional": {"plan_whole_month": ("BOOLEAN", {
+                    "default": False, "tooltip": "Plan every day of the month now (on the embedded model a "
+                                                 "whole month takes a minute or more). Off: the context's day "
+                                                 "now, the other days when a generator needs them."})}}
 
     @classmethod
     def IS_CHANGED(cls, regenerate=False, **kwargs):
@@ -38,14 +47,18 @@ class CalendarManager:
     def VALIDATE_INPUTS(cls, llm_profile=None):
         return validate_llm_profile(llm_profile)
 
-    async def plan(self, persona, context, regenerate, llm_profile, seed):
+    async def plan(self, persona, context, regenerate, llm_profile, seed, plan_whole_month=False):
         require_llm_profile("CalendarManager", llm_profile)
         book = CalendarBook(persona, output_root(), get_pool(), llm_profile,
                             partial(month_holidays, persona), seed=seed, known_day=context)
         day = date.fromisoformat(context["date"])
         progress = NodeProgress(1)
         try:  # Cancel stops the plan and abandons its LLM call
-            month = await interruptible(book.month(day.year, day.month, regenerate=regenerate))
+            if plan_whole_month:
+                month = await interruptible(book.month(day.year, day.month, regenerate=regenerate))
+            else:
+                await interruptible(book.plan_days([day], regenerate=regenerate))
+                month = book.planned(day.year, day.month)
         except LLMError as exc:
             raise RuntimeError(f"CalendarManager: could not plan {day:%Y-%m} for {persona.user_id}: {exc}") from None
         progress.update(1)

@@ -38,7 +38,7 @@ async def _generate(persona, calendar, offsets, max_concurrent, llm_profile, see
         contexts = await asyncio.gather(*(context_for(offset) for offset in offsets))
         return await generate_posts(get_pool(), llm_profile, persona, contexts, calendar.entry_for,
                                     max_concurrent=max_concurrent, seed=seed,
-                                    on_day_done=lambda post: progress.update(1))
+                                    on_day_done=lambda post: progress.update(1), plan_days=calendar.plan_days)
 
     return await interruptible(run())
 

@@ -80,11 +80,18 @@ def test_persona_file_lists_the_example_cards_and_the_input_folders_cards(input_
     (input_dir / "notes.json").write_text("{\"not\": \"a card\"}", encoding="utf-8")
     (input_dir / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # an input image is not read
     (input_dir / "personas" / "uploaded.json").write_text(card_with("Uploaded."), encoding="utf-8")
+    from comfyui_twitterchat.tools.persona_choices import cards_in
+    from pack_paths import PACK_ROOT
+
+    shipped = cards_in(PACK_ROOT / "examples" / "personas")
+    assert "tea_girl_meilin.json" in shipped
     choices, options = inputs_of(PersonaLoader)["persona_file"]
-    assert choices == ["tea_girl_meilin.json", "mine.json", "personas/uploaded.json"]
+    assert choices == [*shipped, "mine.json", "personas/uploaded.json"]
     assert options["default"] == "tea_girl_meilin.json"
     # each choice loads
     for name in choices:
+        assert load_persona("file", name, "", "u1").name
+    for name in ("mine.json", "personas/uploaded.json"):
         assert load_persona("file", name, "", "u1").name == "Meilin"
     # a card added later is offered on the next look (the folder changed)
     (input_dir / "personas" / "later.json").write_text(card_with("Later."), encoding="utf-8")

@@ -1,10 +1,15 @@
 """Monthly content calendars, planned by the LLM and cached per user and month.
 
-TC_CALENDAR is a ``CalendarBook``: the persona's plan for the month the
-CalendarManager node was asked about, able to plan further months when a batch
-runs past the end of it. A month is asked for as structured output (a JSON
-schema in ``response_format``, or a grammar for the embedded model), validated
-here, and cached at ``<cache_dir>/<user_id>/calendars/<YYYY-MM>.json``.
+TC_CALENDAR is a ``CalendarBook``: the persona's plan, month by month, cached at
+``<cache_dir>/<user_id>/calendars/<YYYY-MM>.json``. Only the days asked for are
+planned: a 3-day batch plans 3 days, and a later request plans the days it needs
+next to the ones already there (shown to the model, so themes do not repeat and
+the month's arc holds); cached days never change unless ``regenerate``. An
+OpenAI-compatible endpoint plans every missing day of the month in one call
+(a JSON schema in ``response_format``, validated here). The embedded model
+plans in labelled lines held by a grammar to exactly the days asked, each field
+within the schema's bounds, so its structure cannot fail; what can still fail is
+content (a URL, an e-mail address or a handle), which is asked for again.
 
 Concurrency: reads take a shared lock, writes an exclusive one and are atomic.
 Two workflows that plan the same month at once both generate, but only the
@@ -28,8 +33,10 @@ from typing import Any
 
 from ..utils.file_lock import FileLock, atomic_write_json, file_lock, read_json
 from ..utils.llm import LLMClientPool, LLMContentError, LLMRequest
+from ..utils.llm.request import LineFields
 from ..utils.safe_paths import safe_join
 from .persona_card import Persona, build_system_prompt, closing_instructions
+from .post_text import unwanted_link
 
 logger = logging.getLogger("twitterchat.calendar")
 
@@ -61,33 +68,42 @@ def month_schema(days: int) -> dict[str, Any]:
             "required": ["days"], "additionalProperties": False}
 
 
-def validate_month(raw: str, year: int, month: int) -> dict[str, Any]:
-    """Parse and check a model's calendar; LLMContentError names what is wrong."""
+def validate_month(raw: str, year: int, month: int, wanted: list[int] | None = None,
+                   allowed: str = "") -> dict[str, Any]:
+    """Parse and check a model's plan of the ``wanted`` days (all of the month by default), in
+    order; LLMContentError names what is wrong. ``allowed``: text whose links may be repeated."""
     import jsonschema  # only when a plan is checked: keeps the pack's import light
 
-    days = month_calendar.monthrange(year, month)[1]
+    wanted = wanted or list(range(1, month_calendar.monthrange(year, month)[1] + 1))
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise LLMContentError(f"calendar is not JSON ({exc.msg} at column {exc.colno})") from None
     try:
-        jsonschema.validate(data, month_schema(days))
+        jsonschema.validate(data, month_schema(len(wanted)))
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "top level"
         raise LLMContentError(f"calendar does not match the schema at {where}: {exc.message}") from None
-    numbers = sorted(entry["day"] for entry in data["days"])
-    if numbers != list(range(1, days + 1)):
-        # Small models number days loosely: the list order is the plan, so renumber it.
-        for index, entry in enumerate(data["days"], start=1):
-            entry["day"] = index
-    return {"year": year, "month": month, "days": {str(e["day"]): {k: v for k, v in e.items() if k != "day"}
-                                                   for e in data["days"]}}
+    for entry in data["days"]:
+        for key in LINE_FIELDS[:3]:
+            link = unwanted_link(entry[key], allowed)
+            if link:
+                raise LLMContentError(f"day {entry['day']}'s {key} carries {link}, which the card does not have")
+    # Small models number days loosely: the list order is the plan, so the days are taken in order.
+    return {"year": year, "month": month, "days": {str(day): {k: v for k, v in e.items() if k != "day"}
+                                                   for day, e in zip(wanted, data["days"])}}
 
 
-# The embedded 270M base model plans in the few-shot line format below, held to
-# it by a grammar (one line per day, four bounded fields); JSON costs it three
-# times the tokens. Chat endpoints answer with the JSON schema instead.
+# The embedded 270M base model plans in the few-shot line format below. The code
+# lays the lines down (``LineFields``): one line per day asked, starting with that
+# day's label, then four fields the model fills one by one, each cut to its bound
+# (within DAY_SCHEMA's maxLength), without line breaks, pipes, '@' or '/', and a
+# posting time read as HH:MM; so the structure cannot fail. JSON would cost it three
+# times the tokens. Chat endpoints answer with the JSON schema.
 LINE_FIELDS = ("theme", "topic", "scene_hint", "posting_time")
+FIELD_CHARS = "[^|\\n@/]"
+FIELD_BOUNDS = {"theme": (3, 32), "topic": (3, 56), "scene_hint": (3, 64)}  # within DAY_SCHEMA's maxLength
+LOCAL_FIELDS = (("theme", 32), ("topic", 56), ("scene_hint", 64), ("posting_time", 5))
 DEFAULT_EXAMPLE_PLAN = (
     "morning routine | what I drink first thing today | a steaming cup by a sunny window | 08:30",
     "weekend | a small plan with friends | friends laughing around a table | 15:00",
@@ -95,20 +111,46 @@ DEFAULT_EXAMPLE_PLAN = (
 )
 
 
-def plan_grammar(days: int) -> str:
-    return ("root ::= " + " ".join(["line"] * days) + "\n"
-            'line ::= field " | " field " | " field " | " time "\\n"\n'
-            "field ::= [^|\\n]{3,48}\n"
-            'time ::= [01] [0-9] ":" [0-5] [0-9] | "2" [0-3] ":" [0-5] [0-9]\n')
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
-def parse_plan_lines(raw: str, year: int, month: int) -> dict[str, Any]:
+def plan_grammar(days: int | list[str]) -> str:
+    """Exactly one line per day; ``days`` is a count, or the labels each line starts with."""
+    labels = [f"{label} | " for label in days] if isinstance(days, list) else [""] * days
+    lines = [f"line{i}" for i in range(len(labels))]
+    rules = ["root ::= " + " ".join(lines)]
+    for name, label in zip(lines, labels):
+        prefix = f"{_gbnf_literal(label)} " if label else ""
+        rules.append(f'{name} ::= {prefix}theme " | " topic " | " scene " | " time "\\n"')
+    for rule, key in (("theme", "theme"), ("topic", "topic"), ("scene", "scene_hint")):
+        low, high = FIELD_BOUNDS[key]
+        rules.append(f"{rule} ::= [^ |\\n@/] {FIELD_CHARS}{{{low - 1},{high - 1}}}")
+    rules.append('time ::= [01] [0-9] ":" [0-5] [0-9] | "2" [0-3] ":" [0-5] [0-9]')
+    return "\n".join(rules) + "\n"
+
+
+def parse_plan_lines(raw: str, year: int, month: int, wanted: list[int] | None = None,
+                     allowed: str = "", labelled: bool = False) -> dict[str, Any]:
+    """The plan lines of the ``wanted`` days, in order (``labelled``: each starts with its day label)."""
     rows = []
     for line in raw.strip().splitlines():
         parts = [part.strip() for part in line.split("|")]
+        if labelled:
+            parts = parts[1:]
         if len(parts) == 4:
             rows.append(dict(zip(LINE_FIELDS, parts), day=len(rows) + 1))
-    return validate_month(json.dumps({"days": rows}), year, month)
+    return validate_month(json.dumps({"days": rows}), year, month, wanted, allowed)
+
+
+def day_label(day: date, holidays: list[str] = (), weather: str = "") -> str:
+    """How a plan line names its day: '25 Thu', with its holidays and weather when known."""
+    notes = [", ".join(holidays)] if holidays else []
+    if weather:
+        notes.append(weather)
+    label = f"{day.day} {day.strftime('%a')}"
+    label = f"{label} ({'; '.join(notes)})"[:90] if notes else label
+    return label.replace("|", "/")
 
 
 def _known_notes(known_day: dict[str, Any] | None, year: int, month: int) -> tuple[int | None, list[str], str]:
@@ -131,38 +173,62 @@ def _known_notes(known_day: dict[str, Any] | None, year: int, month: int) -> tup
 
 
 def plan_request(persona: Persona, year: int, month: int, holidays: dict[int, list[str]],
-                 seed: int | None, known_day: dict[str, Any] | None = None) -> LLMRequest:
-    """``known_day``: a ContextGatherer's context; its holidays and weather go into that day's line."""
-    days = month_calendar.monthrange(year, month)[1]
+                 seed: int | None, known_day: dict[str, Any] | None = None, wanted: list[int] | None = None,
+                 planned: dict[str, dict[str, Any]] | None = None, problem: str | None = None) -> LLMRequest:
+    """The plan of the ``wanted`` days (all of the month by default), next to the ``planned`` ones.
+    ``known_day``: a ContextGatherer's context; its holidays and weather go into that day's line."""
+    wanted = wanted or list(range(1, month_calendar.monthrange(year, month)[1] + 1))
+    planned = planned or {}
     first = date(year, month, 1)
     known, known_holidays, known_weather = _known_notes(known_day, year, month)
-    lines = []
-    for offset in range(days):
-        day = first + timedelta(days=offset)
-        names = list(holidays.get(day.day) or [])
-        if day.day == known:
+
+    def notes(number: int) -> tuple[list[str], str]:
+        names = list(holidays.get(number) or [])
+        if number == known:
             names += [h for h in known_holidays if h not in names]
+        return names, known_weather if number == known else ""
+
+    lines = []
+    for number in wanted:
+        day = first.replace(day=number)
+        names, weather = notes(number)
         note = f" (holiday: {', '.join(names)})" if names else ""
-        if day.day == known and known_weather:
-            note += f" (weather: {known_weather})"
+        if weather:
+            note += f" (weather: {weather})"
         lines.append(f"{day.day}: {day.strftime('%A')}{note}")
+    already = [f"{n}: {e['theme']} | {e['topic']}" for n, e in sorted(planned.items(), key=lambda i: int(i[0]))]
     prompt = (f"Plan {persona.name}'s social media posts for {first.strftime('%B %Y')}: one entry per day, "
-              f"days 1 to {days}, in order. For each day give a short theme, a concrete topic, a scene hint "
-              "describing the photo that goes with the post, and a local posting time (HH:MM). "
-              "Vary themes across the week and use the holidays and the weather given.\n" + "\n".join(lines))
-    examples = persona.extension.get("example_plan")
-    if not (isinstance(examples, list) and all(isinstance(e, str) and e.count("|") == 3 for e in examples)):
-        examples = DEFAULT_EXAMPLE_PLAN
-    completion = (f"{persona.summary()}\n{persona.name}'s daily post plan. "
-                  "Each line: theme | topic | photo scene | posting time.\n" + "\n".join(examples) + "\n")
+              f"for exactly these {len(wanted)} day(s), in order. For each day give a short theme, a concrete "
+              "topic, a scene hint describing the photo that goes with the post, and a local posting time "
+              "(HH:MM). Vary themes across the week and use the holidays and the weather given. No links, "
+              "e-mail addresses or @handles.\n" + "\n".join(lines))
+    if already:
+        prompt += ("\n\nAlready planned this month (keep the month coherent; do not repeat these themes):\n"
+                   + "\n".join(already))
+    if problem:
+        prompt += f"\n\nThe previous answer was unusable ({problem}); plan again."
     closing = closing_instructions(persona)
     if closing:
         prompt += "\n\n" + closing
+    # The embedded model continues a labelled list: examples (labels of a neutral week), the days
+    # already planned, then the grammar writes each wanted day's label and the model its fields.
+    examples = persona.extension.get("example_plan")
+    if not (isinstance(examples, list) and all(isinstance(e, str) and e.count("|") == 3 for e in examples)):
+        examples = DEFAULT_EXAMPLE_PLAN
+    sample_week = [date(2024, 1, 1) + timedelta(days=i) for i in range(len(examples))]
+    shown = [f"{day_label(d)} | {line}" for d, line in zip(sample_week, examples)]
+    earlier = [f"{day_label(first.replace(day=int(n)))} | {e['theme']} | {e['topic']} | {e['scene_hint']} | "
+               f"{e['posting_time']}" for n, e in sorted(planned.items(), key=lambda i: int(i[0]))][-6:]
+    labels = [day_label(first.replace(day=n), *notes(n)) for n in wanted]
+    completion = (f"{persona.summary()}\n{persona.name}'s daily post plan. Each line: day | theme | topic | "
+                  "photo scene | posting time.\nExample week:\n" + "\n".join(shown) +
+                  f"\n\n{first.strftime('%B %Y')}:\n" + "".join(line + "\n" for line in earlier))
+    fallbacks = tuple(tuple(line.split("|")[i].strip() for line in examples) for i in range(len(LINE_FIELDS)))
     return LLMRequest(system=build_system_prompt(persona, scan=prompt), prompt=prompt, completion_prompt=completion,
-                      json_schema=month_schema(days), schema_name="content_calendar",
-                      grammar=plan_grammar(days), max_tokens=PLAN_TOKENS_PER_DAY * days + 200, temperature=0.8,
-                      seed=seed,
-                      tag=f"calendar {year}-{month:02d}")
+                      json_schema=month_schema(len(wanted)), schema_name="content_calendar",
+                      lines=LineFields(tuple(labels), LOCAL_FIELDS, fallbacks),
+                      max_tokens=PLAN_TOKENS_PER_DAY * len(wanted) + 200,
+                      temperature=0.8, seed=seed, tag=f"calendar {year}-{month:02d} ({len(wanted)} day(s))")
 
 
 async def _acquire(lock: FileLock) -> None:
@@ -203,30 +269,58 @@ class CalendarBook:
         return safe_join(self.cache_dir, self.persona.user_id, "calendars", f"{year:04d}-{month:02d}.json")
 
     async def month(self, year: int, month: int, regenerate: bool = False) -> dict[str, Any]:
+        """The whole month's plan (planning the days not planned yet)."""
+        return await self._ensure(year, month, None, regenerate)
+
+    async def plan_days(self, days: list[date], regenerate: bool = False) -> None:
+        """Plan the given days that are not planned yet: one call per month for all of them."""
+        months: dict[tuple[int, int], set[int]] = {}
+        for day in days:
+            months.setdefault((day.year, day.month), set()).add(day.day)
+        for (year, month), numbers in sorted(months.items()):
+            await self._ensure(year, month, numbers, regenerate)
+
+    async def entry_for(self, day: date) -> dict[str, Any]:
+        plan = await self._ensure(day.year, day.month, {day.day}, False)
+        return plan["days"][str(day.day)]
+
+    def planned(self, year: int, month: int) -> dict[str, Any] | None:
+        """What this book holds of a month (planned or read so far), without planning."""
+        return self.months.get(f"{year:04d}-{month:02d}")
+
+    async def _ensure(self, year: int, month: int, wanted: set[int] | None, regenerate: bool) -> dict[str, Any]:
+        """The month's plan with at least the ``wanted`` days (None: all of them) planned."""
         key = f"{year:04d}-{month:02d}"
-        if not regenerate and key in self.months:
+        wanted = set(range(1, month_calendar.monthrange(year, month)[1] + 1)) if wanted is None else wanted
+
+        def complete(plan: dict[str, Any] | None) -> bool:
+            return plan is not None and all(str(n) in plan.get("days", {}) for n in wanted)
+
+        if not regenerate and complete(self.months.get(key)):
             return self.months[key]
         path = self.path_for(year, month)
         loop = asyncio.get_running_loop()
         cached = None if regenerate else await loop.run_in_executor(None, self._read, path)
-        if cached is None:
+        if not complete(cached):
             # One planner per month across workflows and processes: the others wait for its plan
             # (a lock of its own: the cache file's lock is taken again to store the plan).
             planning = FileLock(path.with_name(f"{path.name}.planning"), timeout=PLANNING_WAIT_SECONDS)
             await _acquire(planning)
             try:
                 cached = None if regenerate else await loop.run_in_executor(None, self._read, path)
-                if cached is None:
-                    planned = await self._plan(year, month)
+                if not complete(cached):
+                    have = dict((cached or {}).get("days") or {})
+                    missing = sorted(n for n in wanted if str(n) not in have)
+                    if self.pool.profile(self.profile).kind != "local":
+                        # A chat endpoint plans every missing day of the month in one call.
+                        days_in_month = month_calendar.monthrange(year, month)[1]
+                        missing = [n for n in range(1, days_in_month + 1) if str(n) not in have]
+                    planned = await self._plan(year, month, missing, have)
                     cached = await loop.run_in_executor(None, self._store, path, planned, regenerate)
             finally:
                 planning.release()
         self.months[key] = cached
         return cached
-
-    async def entry_for(self, day: date) -> dict[str, Any]:
-        plan = await self.month(day.year, day.month)
-        return plan["days"][str(day.day)]
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
@@ -238,25 +332,35 @@ class CalendarBook:
 
     @staticmethod
     def _store(path: Path, planned: dict[str, Any], replace: bool) -> dict[str, Any]:
+        """Add the planned days to the month's file (atomically, under its lock); days already in
+        the file are kept as they are, unless ``replace`` (regenerate) starts the month over."""
         with file_lock(path, timeout=60):
+            merged = planned
             if not replace and path.exists():
                 try:
                     existing = json.loads(path.read_text(encoding="utf-8"))
-                    logger.info("calendar %s was planned by another workflow meanwhile; using it", path.name)
-                    return existing
                 except json.JSONDecodeError:
-                    pass
-            atomic_write_json(path, planned)
-        return planned
+                    existing = None
+                if isinstance(existing, dict) and isinstance(existing.get("days"), dict):
+                    merged = {**existing, "days": {**planned["days"], **existing["days"]}}
+            merged["days"] = dict(sorted(merged["days"].items(), key=lambda item: int(item[0])))
+            atomic_write_json(path, merged)
+        return merged
 
-    async def _plan(self, year: int, month: int) -> dict[str, Any]:
-        request = plan_request(self.persona, year, month, self.holidays_for(year, month), self.seed, self.known_day)
-        parse = parse_plan_lines if self.pool.profile(self.profile).kind == "local" else validate_month
+    async def _plan(self, year: int, month: int, wanted: list[int], planned: dict[str, Any]) -> dict[str, Any]:
+        """The ``wanted`` days' plan, the ``planned`` ones given to the model for coherence."""
+        local = self.pool.profile(self.profile).kind == "local"
+        allowed = self.persona.card_text()
+        holidays = self.holidays_for(year, month)
         last_error: LLMContentError | None = None
         for attempt in range(1, CONTENT_ATTEMPTS + 1):
+            seed = None if self.seed is None else self.seed + (attempt - 1) * 1000
+            request = plan_request(self.persona, year, month, holidays, seed, self.known_day, wanted, planned,
+                                   None if last_error is None else str(last_error))
             raw = await self.pool.complete(self.profile, request)
             try:
-                plan = parse(raw, year, month)
+                plan = (parse_plan_lines(raw, year, month, wanted, allowed, labelled=True) if local
+                        else validate_month(raw, year, month, wanted, allowed))
                 plan["user_id"] = self.persona.user_id
                 plan["persona_name"] = self.persona.name
                 return plan

@@ -69,6 +69,10 @@ class Persona:
         ext = extensions.get(EXTENSION_KEY) if isinstance(extensions, dict) else None
         return ext if isinstance(ext, dict) else {}
 
+    def card_text(self) -> str:
+        """Every text of the card, for checks like 'was this handle or link in the card?'."""
+        return json.dumps(self.card, ensure_ascii=False)
+
     def example_posts(self) -> list[str]:
         """Example posts for few-shot prompting: the pack's extension list, else ``mes_example`` lines."""
         posts = self.extension.get("example_posts")

@@ -78,7 +78,7 @@ async def posts_for_persona(pool: LLMClientPool, profile: str, persona: Persona,
             on_day(post.date, post.ok)
 
     posts = await generate_posts(pool, profile, persona, todo, book.entry_for, max_concurrent=len(todo),
-                                 seed=seed, on_day_done=done)
+                                 seed=seed, on_day_done=done, plan_days=book.plan_days)
     for post in posts:
         if not post.ok:
             report.failed[post.date] = post.error or "unknown error"

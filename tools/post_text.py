@@ -97,6 +97,30 @@ def near_duplicate(text: str, others, threshold: float = 0.8) -> str | None:
     return None
 
 
+# What a generated post or plan field must not invent: links (with or without a scheme), e-mail
+# addresses and @handles. Small models produce them from their pre-training ("by k & c
+# [e-mailing or t ] at http://chuanjiang-"); one the card itself has is allowed.
+_LINKISH = (
+    ("a link", re.compile(r"(?:https?://|www\.)\S*|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|cn|me|ly|app|dev|"
+                          r"info|biz|xyz|tv|us|uk|de|jp|html?|php)\b(?:/\S*)?", re.IGNORECASE)),
+    ("an e-mail address", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    ("an @handle", re.compile(r"(?<![\w@])@\w{2,}")),
+    ("a broken link or address", re.compile(r"https?:|\bmailto:|\be-?mail(?:ing)?\b\s*\[", re.IGNORECASE)),
+)
+
+
+def unwanted_link(text: str, allowed: str = "") -> str | None:
+    """'a link (http://x.io)' when ``text`` carries a link, e-mail address or @handle that
+    ``allowed`` (the card's own text) does not contain; None when it is clean."""
+    haystack = allowed.lower()
+    for kind, pattern in _LINKISH:
+        for match in pattern.finditer(text):
+            found = match.group(0).rstrip(".,;:!?)\"'")
+            if found and found.lower() not in haystack:
+                return f"{kind} ({found[:40]})"
+    return None
+
+
 def clean_post(raw: str) -> str:
     """The post out of a model's answer: first paragraph, no quotes or 'Post:' label."""
     text = raw.strip()

@@ -3,14 +3,18 @@
 Days run concurrently (bounded by ``max_concurrent`` here and by the process-wide
 LLM pool). One day's failure, after the SDK's own retries, is recorded on that
 day and the others still return. An answer that is unusable (empty, over X's
-280 weighted characters, or a near-duplicate of another day's post) is asked
-for again, a bounded number of times, with the reason in the prompt.
+280 weighted characters, carrying a link, e-mail address or @handle the card
+does not have, or a near-duplicate of another day's post) is asked for again, a
+bounded number of times, with the reason in the prompt. The embedded base model
+continues a few-shot list of the card's own posts (each with its topic) on one
+line; a post cut off by its token budget ends at its last full sentence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Awaitable, Callable
@@ -19,12 +23,13 @@ from ..utils.llm import LLMClientPool, LLMContentError, LLMError, LLMRequest
 from ..utils.structured_logger import log_generation
 from .context import describe_day
 from .persona_card import Persona, build_system_prompt, closing_instructions
-from .post_text import MAX_WEIGHTED_LENGTH, clean_post, near_duplicate, weighted_length
+from .post_text import MAX_WEIGHTED_LENGTH, clean_post, near_duplicate, unwanted_link, weighted_length
 
 logger = logging.getLogger("twitterchat.generation")
 
 CONTENT_ATTEMPTS = 3
 DUPLICATE_ROUNDS = 2
+_SENTENCE_END = re.compile(r"[.!?。！？…](?:[\"'”’)）]*)")
 
 
 @dataclass
@@ -68,26 +73,42 @@ def post_request(persona: Persona, context: dict[str, Any], entry: dict[str, Any
     closing = closing_instructions(persona)
     if closing:
         instructions += "\n\n" + closing
+    # The embedded model continues the card's own posts, each after its topic (the example plan's
+    # topics where the card has them), so it writes one post in the card's voice and language.
     shots = persona.example_posts()[:4]
-    examples = "\n".join(f"Post: {shot}" for shot in shots)
-    completion = (f"Posts by {persona.name}. {persona.summary()}\n\n{examples}\n"
-                  f"(Next post: {day}; topic: {entry['topic']})\nPost:")
+    plan = persona.extension.get("example_plan")
+    topics = [line.split("|")[1].strip() for line in plan if isinstance(line, str) and line.count("|") == 3] \
+        if isinstance(plan, list) else []
+    examples = "\n".join(f"Topic: {topics[i] if i < len(topics) else 'a day in my life'}\nPost: {shot}\n"
+                         for i, shot in enumerate(shots))
+    completion = (f"{persona.summary()}\n{persona.name}'s posts, one per day.\n\n{examples}\n"
+                  f"Topic: {entry['topic']}\nPost:")
     scan = " ".join(str(v) for v in (day, entry.get("theme"), entry.get("topic"), entry.get("scene_hint")) if v)
     return LLMRequest(system=build_system_prompt(persona, scan=scan), prompt=instructions,
                       completion_prompt=completion, max_tokens=120, temperature=0.9, seed=seed, stop=("\n",),
                       tag=f"post {context['date']}")
 
 
+def whole_sentences(text: str) -> str:
+    """A post over X's limit (a small model ran out of tokens mid-thought) ends at its last full
+    sentence within the limit; a post that fits is left as it is."""
+    if weighted_length(text) <= MAX_WEIGHTED_LENGTH:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if weighted_length(text[:m.end()]) <= MAX_WEIGHTED_LENGTH]
+    return text[:ends[-1]].strip() if ends and ends[-1] >= 20 else text
+
+
 async def write_post(pool: LLMClientPool, profile: str, persona: Persona, post: DayPost,
                      entry: dict[str, Any], seed: int | None, avoid: list[str]) -> DayPost:
     """Fill ``post`` with text, retrying unusable answers; errors are recorded, not raised."""
     problem = None
+    allowed = persona.card_text()
     for attempt in range(1, CONTENT_ATTEMPTS + 1):
         post.attempts += 1
         request = post_request(persona, post.context, entry,
                                None if seed is None else seed + attempt * 1000, avoid, problem)
         try:
-            text = clean_post(await pool.complete(profile, request))
+            text = whole_sentences(clean_post(await pool.complete(profile, request)))
         except LLMContentError as exc:
             problem = str(exc)
             continue
@@ -99,6 +120,8 @@ async def write_post(pool: LLMClientPool, profile: str, persona: Persona, post: 
             problem = "empty post"
         elif length > MAX_WEIGHTED_LENGTH:
             problem = f"{length} weighted characters, over {MAX_WEIGHTED_LENGTH}"
+        elif (link := unwanted_link(text, allowed)) is not None:
+            problem = f"it carries {link}, which the card does not have; no links, e-mail addresses or handles"
         elif (twin := near_duplicate(text, avoid)) is not None:
             problem = f"nearly repeats an earlier post: {twin[:60]}"
         else:
@@ -122,10 +145,19 @@ async def generate_posts(pool: LLMClientPool, profile: str, persona: Persona,
                          contexts: list[dict[str, Any]],
                          entry_for: Callable[[date], Awaitable[dict[str, Any]]],
                          max_concurrent: int = 5, seed: int | None = None,
-                         on_day_done: Callable[[DayPost], None] | None = None) -> list[DayPost]:
+                         on_day_done: Callable[[DayPost], None] | None = None,
+                         plan_days: Callable[[list[date]], Awaitable[None]] | None = None) -> list[DayPost]:
     """Posts for every context; ``on_day_done(post)`` is called as each day's first attempt ends
-    (progress), not again for near-duplicates written anew."""
+    (progress), not again for near-duplicates written anew. ``plan_days(dates)``: plans the days
+    not planned yet in one go (``CalendarBook.plan_days``) before ``entry_for`` reads each."""
     posts = [DayPost(date=c["date"], weekday=c["weekday"], context=c) for c in contexts]
+    if plan_days is not None:
+        try:
+            await plan_days([date.fromisoformat(p.date) for p in posts])
+        except Exception as exc:  # each day's entry_for tries again, and fails only that day
+            if _is_interrupt(exc):
+                raise
+            logger.warning("planning the days asked for failed (%s); trying day by day", exc)
     entries: list[dict[str, Any] | None] = []
     for post in posts:  # months are planned (or read from the cache) one at a time, in order
         try:

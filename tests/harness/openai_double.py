@@ -4,7 +4,7 @@ chosen dates, malformed JSON, hung requests. It also counts requests in flight
 (peak concurrency) and records each request's messages and headers.
 
 Answers: a request with ``response_format.json_schema.name == "content_calendar"``
-gets a valid month plan (as many days as the prompt asks for); any other
+gets a valid plan (as many days as the prompt asks for); any other
 request gets a short, distinct post mentioning the date found in the prompt.
 It refuses, with the real service's 400 messages, what the real service
 refuses: strict JSON schemas outside the structured-outputs subset, and
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from comfyui_harness import free_port
 
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-DAYS_ASKED = re.compile(r"days 1 to (\d+)")
+DAYS_ASKED = re.compile(r"for exactly these (\d+) day")
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 # JSON Schema keywords OpenAI's strict structured outputs refuse (some on every model, some on
 # older ones): a schema sent with "strict": true may use none of them.
@@ -212,6 +212,7 @@ class FakeOpenAIServer:
                                   .get("json_schema", {}).get("name") == "content_calendar")
             if calendar_number <= faults.bad_calendar_json:
                 return 200, completion("{\"days\": [ this is not json", number)
+            # as many days as the prompt asks for (a strict schema carries no minItems)
             days = int(DAYS_ASKED.search(text).group(1))
             plan = {"days": [{"day": d, "theme": f"theme {d % 7}", "topic": f"topic for day {d}",
                               "scene_hint": f"a cozy scene number {d} with warm light",

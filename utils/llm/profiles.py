@@ -36,6 +36,9 @@ class LLMProfile:
     max_retries: int = 3
     model_path: str = ""              # local: a GGUF file; empty = the packaged Gemma 3 270M
     n_ctx: int = 2048
+    n_threads: int = 0                # local: CPU threads; 0 = half the cores (at least 1): llama.cpp's
+                                      # threads spin in lock-step, so with every core taken a busy
+                                      # machine (ComfyUI, other work) slows it down tenfold
     vision: bool | None = None        # None: true for openai profiles, false for local ones
 
     @property
@@ -74,6 +77,7 @@ class LLMSettings:
                 raise ConfigError(f"config.json llm.profiles.{name}.kind: 'openai' or 'local', got {profile.kind!r}")
             as_float(f"llm.profiles.{name}.timeout", profile.timeout, 1, 3600)
             as_int(f"llm.profiles.{name}.max_retries", profile.max_retries, 0, 20)
+            as_int(f"llm.profiles.{name}.n_threads", profile.n_threads, 0, 256)
             if profile.vision is not None:
                 profile = replace(profile, vision=as_bool(f"llm.profiles.{name}.vision", profile.vision))
             check_vision(profile, f"config.json llm.profiles.{name}.vision")

@@ -25,6 +25,20 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
+class LineFields:
+    """Lines whose structure the code lays down and the embedded model only fills in: each line
+    is its label, then each field in turn, generated until a separator or a line break (a few
+    short free-text calls that reuse the cached prompt prefix; grammar-constrained sampling
+    over Gemma's 262k-token vocabulary costs about half a second per token on 2 cores). A
+    field with nothing usable after a few tries takes its ``fallbacks`` value."""
+
+    labels: tuple[str, ...]
+    fields: tuple[tuple[str, int], ...]            # (name, at most this many characters)
+    fallbacks: tuple[tuple[str, ...], ...] = ()    # per field: values to cycle through
+    separator: str = " | "
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     """One call. Chat endpoints get ``system`` + ``prompt`` (+ ``images`` on vision profiles); the
     embedded base model gets ``completion_prompt`` (few-shot text that the answer continues)."""
@@ -42,3 +56,4 @@ class LLMRequest:
     stop: tuple[str, ...] = ()
     images: tuple[ImagePart, ...] = ()
     tag: str = ""                     # for logs only (e.g. the day being written)
+    lines: LineFields | None = None   # the embedded model fills these lines (else free text or a grammar)
