@@ -10,11 +10,13 @@ import pytest
 
 from ci_policy import need
 from comfyui_twitterchat.nodes.persona import load_persona
-from comfyui_twitterchat.tools.calendar_planner import CalendarBook, LINE_FIELDS, plan_grammar
+from comfyui_twitterchat.tools.calendar_planner import CalendarBook, LINE_FIELDS
 from comfyui_twitterchat.tools.context import build_context
 from comfyui_twitterchat.tools.tweet_generation import generate_posts
 from comfyui_twitterchat.utils.file_lock import atomic_write_json
+from comfyui_twitterchat.tools.calendar_planner import LOCAL_FIELDS
 from comfyui_twitterchat.utils.llm import LLMClientPool, LLMRequest, LLMSettings, LocalModel
+from comfyui_twitterchat.utils.llm.request import LineFields
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +54,20 @@ def test_embedded_model_writes_a_post(local_pool, tmp_path):
     assert local_pool.profile("local").kind == "local" and local_pool.calls >= 1
 
 
-def test_grammar_holds_the_embedded_model_to_the_plan_format(local_pool):
+def test_the_code_lays_the_lines_down_and_the_model_fills_them(local_pool):
     persona = load_persona("file", "tea_girl_meilin.json", "", "meilin_001")
     model = LocalModel.get(local_pool.profile("local"))
     assert LocalModel.get(local_pool.profile("local")) is model  # loaded once
     examples = "\n".join(persona.extension["example_plan"])
     request = LLMRequest(system="", prompt="", completion_prompt=f"Daily post plan:\n{examples}\n",
-                         grammar=plan_grammar(3), max_tokens=200, temperature=0.8, seed=1)
+                         lines=LineFields(("3 Wed", "4 Thu", "5 Fri"), LOCAL_FIELDS,
+                                          fallbacks=((), (), (), ("09:00",))), temperature=0.8, seed=1)
     lines = model.generate(request).strip().splitlines()
-    assert len(lines) == 3
+    assert [line.split(" | ")[0] for line in lines] == ["3 Wed", "4 Thu", "5 Fri"]
     for line in lines:
-        fields = [f.strip() for f in line.split("|")]
+        fields = [f.strip() for f in line.split("|")][1:]
         assert len(fields) == len(LINE_FIELDS) and all(fields)
+        for value, (_, limit) in zip(fields, LOCAL_FIELDS):
+            assert len(value) <= limit and "@" not in value and "/" not in value
         hours, minutes = fields[3].split(":")
         assert 0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59

@@ -101,33 +101,12 @@ def validate_month(raw: str, year: int, month: int, wanted: list[int] | None = N
 # posting time read as HH:MM; so the structure cannot fail. JSON would cost it three
 # times the tokens. Chat endpoints answer with the JSON schema.
 LINE_FIELDS = ("theme", "topic", "scene_hint", "posting_time")
-FIELD_CHARS = "[^|\\n@/]"
-FIELD_BOUNDS = {"theme": (3, 32), "topic": (3, 56), "scene_hint": (3, 64)}  # within DAY_SCHEMA's maxLength
 LOCAL_FIELDS = (("theme", 32), ("topic", 56), ("scene_hint", 64), ("posting_time", 5))
 DEFAULT_EXAMPLE_PLAN = (
     "morning routine | what I drink first thing today | a steaming cup by a sunny window | 08:30",
     "weekend | a small plan with friends | friends laughing around a table | 15:00",
     "local life | a walk through my neighbourhood | a quiet street in soft evening light | 19:10",
 )
-
-
-def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
-
-
-def plan_grammar(days: int | list[str]) -> str:
-    """Exactly one line per day; ``days`` is a count, or the labels each line starts with."""
-    labels = [f"{label} | " for label in days] if isinstance(days, list) else [""] * days
-    lines = [f"line{i}" for i in range(len(labels))]
-    rules = ["root ::= " + " ".join(lines)]
-    for name, label in zip(lines, labels):
-        prefix = f"{_gbnf_literal(label)} " if label else ""
-        rules.append(f'{name} ::= {prefix}theme " | " topic " | " scene " | " time "\\n"')
-    for rule, key in (("theme", "theme"), ("topic", "topic"), ("scene", "scene_hint")):
-        low, high = FIELD_BOUNDS[key]
-        rules.append(f"{rule} ::= [^ |\\n@/] {FIELD_CHARS}{{{low - 1},{high - 1}}}")
-    rules.append('time ::= [01] [0-9] ":" [0-5] [0-9] | "2" [0-3] ":" [0-5] [0-9]')
-    return "\n".join(rules) + "\n"
 
 
 def parse_plan_lines(raw: str, year: int, month: int, wanted: list[int] | None = None,

@@ -100,7 +100,7 @@ class LocalModel:
                     value = clean_field(again["choices"][0]["text"], name, limit)
                 if not value:
                     options = lines.fallbacks[column] if column < len(lines.fallbacks) else ()
-                    value = options[row % len(options)] if options else "-"
+                    value = options[row % len(options)] if options else ("12:00" if name == "posting_time" else "-")
                     logger.info("embedded model: no usable %s for line %d; took %r", name, row + 1, value)
                 line += value + ("\n" if column == len(lines.fields) - 1 else lines.separator)
             text += line
