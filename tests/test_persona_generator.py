@@ -225,3 +225,52 @@ def test_bad_input_is_named(fake_llm, tmp_path):
     with pytest.raises(PersonaGenerationError, match="language"):
         generate(pool_for(server), tmp_path, concept=CONCEPT, language="x\ny")
     assert server.calls == [] and not any(tmp_path.iterdir())
+
+
+def test_answers_are_checked_beyond_their_schema():
+    from comfyui_twitterchat.tools.persona_generator.stages import StageContentError, validate_stage
+
+    core = {"name": "Ana", "age": 30, "occupation": "potter", "personality": "calm", "appearance": "tall",
+            "background": "grew up by the sea", "speech_style": "short",
+            "location": {"city": "Kyoto", "country": "JP", "timezone": "Asia/Tokyo"}}
+    assert validate_stage("core_persona", json.dumps(core))["name"] == "Ana"
+    for location, problem in (({"city": "Kyoto", "country": "FR", "timezone": "Asia/Tokyo"}, "does not match"),
+                              ({"city": "Kyoto", "country": "JP", "timezone": "Mars/Base"}, "not an IANA")):
+        with pytest.raises(StageContentError, match=problem):
+            validate_stage("core_persona", {**core, "location": location})
+    with pytest.raises(StageContentError, match="personality has no words"):
+        validate_stage("core_persona", {**core, "personality": "13940687,"})
+    with pytest.raises(StageContentError, match="markup or JSON"):
+        validate_stage("core_persona", {**core, "background": "<a href=x>my shop</a>"})
+    posts = ["Morning light on the kiln, first bowls cooling.", "Rode along the river before opening up.",
+             "A customer bought my crooked tea bowl.", "Rain again, so glazing day it is today.",
+             "My cat sat in the clay bucket again.", "Tea class tonight, my own bowls on the tray.",
+             "New brushes from the market, soft as moss.", "Late night at the wheel, hands grey to the elbow."]
+    with pytest.raises(StageContentError, match="posts/7 nearly repeats"):
+        validate_stage("example_posts", {"posts": posts[:7] + [posts[6]]})
+    with pytest.raises(StageContentError, match="posts/0 is too short"):
+        validate_stage("example_posts", {"posts": ["Hi."] + posts[1:]})
+    with pytest.raises(StageContentError, match="example_posts does not match its schema at posts"):
+        validate_stage("example_posts", {"posts": posts[:7]})
+
+
+def test_the_embedded_models_answers_are_shaped_into_the_stage():
+    from comfyui_twitterchat.tools.persona_generator.prompts import (LOCAL_EXAMPLES, LOCAL_ZONES,
+                                                                       local_schema, parse_local_answer)
+    from comfyui_twitterchat.tools.persona_generator.stages import SCHEMAS, STAGE_BY_NAME, validate_stage
+
+    for name, example in LOCAL_EXAMPLES.items():  # the worked example fits the grammar's schema...
+        jsonschema.validate(example, local_schema(SCHEMAS[name]))
+        # ...and, once shaped, the full schema and checks
+        validate_stage(name, parse_local_answer(STAGE_BY_NAME[name], json.dumps(example)))
+    core = json.loads(parse_local_answer(STAGE_BY_NAME["core_persona"], json.dumps(LOCAL_EXAMPLES["core_persona"])))
+    assert core["location"]["country"] == LOCAL_ZONES["Europe/Berlin"] == "DE"
+    lines = ["Morning light on the kiln, first bowls cooling.", "Rode along the river before opening up.",
+             "Morning light on the kiln, first bowls cooling!", "A customer bought my crooked tea bowl.",
+             "Rain again, so glazing day it is today.", "Short.", "My cat sat in the clay bucket again.",
+             "Tea class tonight, my own bowls on the tray.", "New brushes from the market, soft as moss.",
+             "Late night at the wheel, hands grey to the elbow.", "Packing orders for Osaka this morning."]
+    shaped = parse_local_answer(STAGE_BY_NAME["example_posts"], "".join(f"{n}. {line}\n" for n, line in
+                                                                        enumerate(lines, 1)))
+    posts = validate_stage("example_posts", shaped)["posts"]
+    assert posts == [line for index, line in enumerate(lines) if index not in (2, 5)][:8]

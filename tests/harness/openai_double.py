@@ -200,7 +200,7 @@ class FakeOpenAIServer:
                 stage_number = sum(1 for call in self.calls if call["schema"] == stage)
             if stage_number <= faults.bad_stage_json.get(stage, 0):
                 return 200, completion("{\"%s\": [ this is not json" % stage, number)
-            return 200, completion(json.dumps(persona_stage_answer(stage, text)), number)
+            return 200, completion(json.dumps(persona_stage_answer(stage, _message_text(body))), number)
         if number <= faults.rate_limit_first:
             return 429, {"error": {"message": "rate limited (test double)", "type": "rate_limit"}}
         if not is_calendar and dates and dates[0] in faults.hang_dates:
@@ -237,6 +237,18 @@ def completion(content: str, number: int) -> dict:
 
 def _schema_name(body: dict) -> str | None:
     return ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+
+
+def _message_text(body: dict) -> str:
+    """The messages' text, content parts included (not their repr)."""
+    texts = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            texts += [part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        else:
+            texts.append(str(content or ""))
+    return "\n".join(texts)
 
 
 def _image_parts(body: dict) -> list[str]:

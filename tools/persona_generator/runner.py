@@ -22,7 +22,7 @@ from ..persona_card import Persona
 from .card import build_card
 from .card_file import save_card
 from .images import fingerprint, image_part, placeholder_portrait
-from .prompts import PersonaBrief, stage_request
+from .prompts import PersonaBrief, parse_local_answer, stage_request
 from .stages import CONTENT_ATTEMPTS, STAGES, Stage, StageContentError, validate_stage
 
 logger = logging.getLogger("twitterchat.persona_generator")
@@ -121,7 +121,8 @@ class _Run:
             seed = None if self.job.seed is None else self.job.seed + stage.number * 100 + attempt
             request = stage_request(stage, self.brief, self.done, local=self.local, seed=seed, problem=problem)
             try:
-                result = validate_stage(stage.name, await self.pool.complete(self.profile_name, request))
+                raw = await self.pool.complete(self.profile_name, request)
+                result = validate_stage(stage.name, parse_local_answer(stage, raw) if self.local else raw)
             except (StageContentError, LLMContentError) as exc:
                 problem = str(exc)
                 logger.warning("%s: stage %d %s attempt %d unusable: %s", self.job.user_id, stage.number,

@@ -9,6 +9,8 @@ stage 3 needs 1 and 2; 4 to 7 need only 1, so they run alongside 2 and 3.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import zoneinfo
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from ..post_text import MAX_WEIGHTED_LENGTH, clean_post, near_duplicate, weighte
 
 CONTENT_ATTEMPTS = 3
 EXAMPLE_POSTS = 8
+MIN_POST_LENGTH = 20  # weighted characters (CJK counts double)
 
 
 def _text(max_length: int) -> dict[str, Any]:
@@ -128,21 +131,62 @@ class StageContentError(ValueError):
     """A stage's answer cannot be used; the message names what is wrong."""
 
 
+NOT_PROSE = frozenset("{}[]<>")
+CODED_FIELDS = {"posting_hours", "timezone", "country"}  # held to a pattern, not prose
+
+
+def _check_prose(node: Any, where: str = "") -> None:
+    """Every text is prose: a letter at least, and no markup or JSON debris (a small model's drift)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in CODED_FIELDS:
+                _check_prose(value, f"{where}/{key}" if where else key)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_prose(value, f"{where}/{index}")
+    elif isinstance(node, str):
+        if not any(char.isalpha() for char in node):
+            raise StageContentError(f"{where} has no words: {node[:40]!r}")
+        if NOT_PROSE & set(node):
+            raise StageContentError(f"{where} holds markup or JSON, not prose: {node[:40]!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def zone_countries() -> dict[str, set[str]]:
+    """{IANA zone: ISO country codes} from tzdata's zone tables (zone.tab and zone1970.tab)."""
+    found: dict[str, set[str]] = {}
+    for table in ("zone.tab", "zone1970.tab"):
+        try:
+            text = importlib.resources.files("tzdata").joinpath("zoneinfo", table).read_text(encoding="utf-8")
+        except (ModuleNotFoundError, FileNotFoundError):
+            continue
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                codes, _, zone = line.split("\t")[:3]
+                found.setdefault(zone, set()).update(codes.split(","))
+    return found
+
+
 def _check_core(data: dict[str, Any]) -> None:
-    zone = data["location"]["timezone"]
+    location = data["location"]
+    zone, country = location["timezone"], location["country"]
     try:
         zoneinfo.ZoneInfo(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise StageContentError(f"location.timezone {zone!r} is not an IANA time zone "
                                 "(like Europe/Berlin)") from None
+    countries = zone_countries().get(zone)
+    if countries and country not in countries:
+        raise StageContentError(f"location.country {country} does not match the time zone {zone} "
+                                f"({', '.join(sorted(countries))})")
 
 
 def _check_posts(data: dict[str, Any]) -> None:
     posts = [clean_post(post) for post in data["posts"]]
     for index, post in enumerate(posts):
-        if not post:
-            raise StageContentError(f"posts/{index} is empty")
         length = weighted_length(post)
+        if length < MIN_POST_LENGTH:
+            raise StageContentError(f"posts/{index} is too short to be a post: {post!r}")
         if length > MAX_WEIGHTED_LENGTH:
             raise StageContentError(f"posts/{index} is {length} weighted characters, over {MAX_WEIGHTED_LENGTH}")
         twin = near_duplicate(post, posts[:index])
@@ -173,6 +217,7 @@ def validate_stage(name: str, raw: str | Mapping[str, Any]) -> dict[str, Any]:
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "top level"
         raise StageContentError(f"{name} does not match its schema at {where}: {exc.message}") from None
+    _check_prose(data)
     check = EXTRA_CHECKS.get(name)
     if check is not None:
         check(data)
