@@ -1,6 +1,6 @@
 """Task templates: the pack's own workflows with a few values filled in.
 
-``persona_posts`` is ``examples/workflow_api.json`` (persona -> context ->
+``persona_posts`` is ``examples/api/workflow_api.json`` (persona -> context ->
 month plan -> posts -> saved per user and date). A task stores only the
 template name and its parameters (a 10,000-task batch stays small); the
 workflow is built when the task is handed to ComfyUI.
@@ -127,16 +127,24 @@ PERSONA_LIST_LIMIT = 500
 
 
 def list_personas(folders: list[Path]) -> list[dict[str, Any]]:
-    """Character cards (``.json``/``.png`` that read as a card) at the top of each folder, by name;
-    a name in an earlier folder hides the same name in a later one, as ``persona_file`` resolves."""
+    """Character cards (``.json``/``.png`` that read as a card) at the top of each folder, and in
+    ComfyUI's ``input/personas/`` (where the node's upload button puts them, named ``personas/<file>``),
+    by name; a name in an earlier folder hides the same name in a later one, as ``persona_file`` resolves."""
     found: dict[str, dict[str, Any]] = {}
+    examples = (PACK_ROOT / "examples" / "personas").resolve()
+    places = []
     for folder in folders:
+        places.append((Path(folder), ""))
+        if Path(folder).resolve() != examples:
+            places.append((Path(folder) / "personas", "personas/"))
+    for folder, prefix in places:
         try:
             paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".json", ".png"))
         except OSError:
             continue
         for path in paths:
-            if path.name in found or len(found) >= PERSONA_LIST_LIMIT or not path.is_file():
+            name = prefix + path.name
+            if name in found or len(found) >= PERSONA_LIST_LIMIT or not path.is_file():
                 continue
             try:
                 card = card_from_file(path)
@@ -144,10 +152,9 @@ def list_personas(folders: list[Path]) -> list[dict[str, Any]]:
                 continue  # a workflow or another JSON file, not a card
             data = card.get("data") or {}
             extension = ((data.get("extensions") or {}).get("twitterchat") or {})
-            found[path.name] = {"file": path.name, "name": data.get("name") or path.stem,
-                                "user_id": str(extension.get("user_id") or path.stem),
-                                "folder": "examples" if Path(folder).resolve() == (PACK_ROOT / "examples" / "personas").resolve()
-                                else "input"}
+            found[name] = {"file": name, "name": data.get("name") or path.stem,
+                           "user_id": str(extension.get("user_id") or path.stem),
+                           "folder": "examples" if Path(folder).resolve() == examples else "input"}
     return list(found.values())
 
 

@@ -359,3 +359,19 @@ def test_a_delivery_that_raises_anything_is_an_attempt_not_a_stuck_outbox_row(tm
     assert after["attempts"] == 1 and after["next_at"] > now and not after["dead"]
     assert "UnicodeError" in after["last_error"] and store.due_webhooks(now) == []
     store.close()
+
+
+def test_the_persona_list_has_the_example_cards_and_the_input_folders_cards_with_uploads(tmp_path):
+    from comfyui_twitterchat.service.templates import PACK_ROOT, list_personas
+
+    card = json.loads((PACK_ROOT / "examples" / "personas" / "tea_girl_meilin.json").read_text(encoding="utf-8"))
+    (tmp_path / "personas").mkdir()
+    (tmp_path / "mine.json").write_text(json.dumps(card), encoding="utf-8")
+    (tmp_path / "personas" / "uploaded.json").write_text(json.dumps(card), encoding="utf-8")
+    (tmp_path / "notes.json").write_text("{\"not\": \"a card\"}", encoding="utf-8")
+    found = list_personas([PACK_ROOT / "examples" / "personas", tmp_path])
+    files = [(p["file"], p["folder"]) for p in found]
+    assert ("tea_girl_meilin.json", "examples") in files and ("chengdu_baker_xiaoyu.json", "examples") in files
+    assert files[-2:] == [("mine.json", "input"), ("personas/uploaded.json", "input")]
+    xiaoyu = next(p for p in found if p["file"] == "chengdu_baker_xiaoyu.json")
+    assert xiaoyu["user_id"] == "xiaoyu_001" and xiaoyu["name"] == "小雨"
