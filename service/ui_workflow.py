@@ -60,6 +60,7 @@ class _Widget:
     name: str
     extras: tuple[int, ...]  # how many values the frontend may store right after this one
     control: bool  # the first extra value is a control_after_generate mode
+    optional: bool = False  # an optional input: a workflow saved before it existed has no value
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def _widget_inputs(definition: dict) -> dict[str, _Widget]:
                 extras = (0, 1)  # some frontends store the upload button's value
             else:
                 extras = (0,)
-            widgets[name] = _Widget(name, extras, control)
+            widgets[name] = _Widget(name, extras, control, section == "optional")
     return widgets
 
 
@@ -277,7 +278,22 @@ def _widget_values(raw: dict, widgets: dict[str, _Widget], connected: dict[str, 
     if not isinstance(saved, list):
         raise _Problem("widgets_values is neither a list nor an object")
     slots = list(widgets.values())
-    extras = _layout(slots, saved)
+    # A workflow saved before a node gained optional widgets lacks their values at the end (the
+    # frontend fills in their defaults when it loads one): leave those inputs out, as ComfyUI allows.
+    newer = 0
+    while newer < len(slots) and slots[len(slots) - 1 - newer].optional:
+        newer += 1
+    problem = None
+    for drop in range(newer + 1):
+        try:
+            extras = _layout(slots[:len(slots) - drop], saved)
+        except _Problem as exc:
+            problem = problem or exc
+            continue
+        slots = slots[:len(slots) - drop]
+        break
+    else:
+        raise problem
     values = {}
     position = 0
     for slot, extra in zip(slots, extras):

@@ -82,7 +82,12 @@ def write_card(path, description: str) -> None:
 def test_comfyui_serves_lists_of_cards_and_profiles(server):
     write_card(server.input_dir / "personas" / "listed.json", "Listed.")
     info = server.get_json("/object_info/PersonaLoader")["PersonaLoader"]["input"]["required"]
-    assert info["persona_file"][0] == ["tea_girl_meilin.json", "personas/listed.json"]
+    from comfyui_twitterchat.tools.persona_choices import cards_in
+    from pack_paths import PACK_ROOT
+
+    shipped = cards_in(PACK_ROOT / "examples" / "personas")
+    assert "tea_girl_meilin.json" in shipped
+    assert info["persona_file"][0] == [*shipped, "personas/listed.json"]
     assert info["persona_file"][1]["tooltip"]
     for node in ("CalendarManager", "BatchTweetGenerator", "TweetGenerator"):
         spec = server.get_json(f"/object_info/{node}")[node]["input"]["required"]["llm_profile"]
