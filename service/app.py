@@ -23,6 +23,7 @@ from .routes import Api, add_routes
 logger = logging.getLogger("twitterchat.service")
 
 PRUNE_EVERY_SECONDS = 600.0
+REDIS_RETRY_SECONDS = 5.0  # redis backend: how often a service that found no Redis at start-up tries again
 _state: dict[str, Any] = {"service": None}
 
 
@@ -128,6 +129,22 @@ async def start_service(server: Any, settings: ServiceSettings) -> Any:
     return service
 
 
+async def _start_when_redis_answers(server: Any, settings: ServiceSettings,
+                                    every_seconds: float = REDIS_RETRY_SECONDS) -> None:
+    from .store import StoreError
+
+    while _state["service"] is None:
+        await asyncio.sleep(every_seconds)
+        try:
+            _state["service"] = await start_service(server, settings)
+            logger.info("task service started: Redis answers again")
+        except StoreError:
+            continue
+        except Exception:
+            logger.exception("task service failed to start; ComfyUI continues without it")
+            return
+
+
 def register(server: Any) -> None:
     settings = load_service_settings()
     api = Api(current_service, settings, _monitor_stats)
@@ -137,8 +154,17 @@ def register(server: Any) -> None:
         return
 
     async def on_startup(app: Any) -> None:
+        from .store import StoreError
+
         try:
             _state["service"] = await start_service(server, settings)
+        except StoreError as exc:
+            if settings.backend != "redis":
+                logger.error("task service failed to start (%s); ComfyUI continues without it", exc)
+                return
+            # Redis is not there yet: ComfyUI starts anyway, and the service joins when Redis answers.
+            logger.warning("task service waits for Redis (%s); ComfyUI runs meanwhile, the API answers 503", exc)
+            _state["retry"] = asyncio.get_running_loop().create_task(_start_when_redis_answers(server, settings))
         except Exception:  # a node pack must never stop ComfyUI from starting
             logger.exception("task service failed to start; ComfyUI continues without it")
 

@@ -158,3 +158,29 @@ def test_three_instances_share_one_queue_and_survive_kills(cluster):
     for task_id in others:  # not needed any more
         call(c.url, "POST", f"{API}/tasks/{task_id}/cancel")
     watcher.stop()
+
+
+def test_an_instance_started_before_redis_joins_when_redis_answers(comfyui_server_factory, tmp_path):
+    """ComfyUI starts without its Redis: ComfyUI serves, the API answers 503 saying why, and the
+    service starts by itself once Redis is up (no restart of ComfyUI)."""
+    from redis_harness import RedisServer, redis_binary
+
+    need(redis_binary() is not None, "redis-server is not installed (apt-get install redis-server)")
+    redis_server = RedisServer(tmp_path / "redis", appendonly=True)  # its port is chosen, nothing listens yet
+    server = comfyui_server_factory(env={"TWITTERCHAT_SERVICE_BACKEND": "redis",
+                                         "TWITTERCHAT_REDIS_URL": redis_server.url,
+                                         "TWITTERCHAT_INSTANCE_NAME": "early"})
+    try:
+        status, answer, _ = call(server.url, "POST", f"{API}/tasks", {"workflow": probe_workflow(width=11)})
+        assert status == 503 and answer["error"]["type"] == "service_unavailable", answer
+        assert server.get_json("/system_stats")["system"]
+        assert "task service waits for Redis" in server.log_text()
+        redis_server.start()
+        wait_for(lambda: call(server.url, "GET", "/twitterchat/health")[1].get("service_running"), 30,
+                 "the service started once Redis answered")
+        status, answer, _ = call(server.url, "POST", f"{API}/tasks", {"workflow": probe_workflow(width=12)})
+        assert status == 202, answer
+        assert wait_final(server.url, [answer["task_id"]], timeout=60)[answer["task_id"]]["status"] == "completed"
+    finally:
+        server.stop()
+        redis_server.stop()
