@@ -294,7 +294,7 @@ def test_a_failed_task_shows_its_error_in_the_detail_dialog_by_keyboard(server, 
     assert len(frames) == 2 and "innermost" in frames[-1] and "raise ValueError" in frames[-1]
     # Escape closes it and gives the focus back to the row's Open button.
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)
-    wait_js(browser, "return !document.querySelector('[data-testid=task-detail]').open", 5, "the dialog to close")
+    wait_js(browser, "return !document.querySelector('[data-testid=task-detail]').open", 15, "the dialog to close")
     assert browser.execute_script(
         "return document.activeElement && document.activeElement.dataset.testid === 'task-open'"
         " && document.activeElement.closest('tr').dataset.taskId === arguments[0]", task_id)
@@ -302,7 +302,7 @@ def test_a_failed_task_shows_its_error_in_the_detail_dialog_by_keyboard(server, 
     click(browser, f"[data-task-id='{task_id}'] [data-testid=task-open]")
     wait_js(browser, "return document.querySelector('[data-testid=task-detail]').open", 10)
     browser.find_element("css selector", "[data-testid=task-detail] [data-testid=task-detail-close]").click()
-    wait_js(browser, "return !document.querySelector('[data-testid=task-detail]').open", 5, "Close to close")
+    wait_js(browser, "return !document.querySelector('[data-testid=task-detail]').open", 15, "Close to close")
     # The status filter shows failed tasks only, and says so in the address.
     status_filter = Select(browser.find_element("css selector", "[data-testid=task-filters] select[name=status]"))
     status_filter.select_by_value("failed")
