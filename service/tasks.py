@@ -75,7 +75,8 @@ class TaskService:
         self.entries: dict[str, str] = {}   # task id -> its queue entry, while this instance runs it
         self._room: asyncio.Event | None = None
         self._cancelling: set[str] = set()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # the Redis follower threads (daemons) sleep on it; set, they end
+        self._background: set[asyncio.Task] = set()
         self.queue_executor = ThreadPoolExecutor(1, thread_name_prefix="twitterchat-queue")
 
     # -- plumbing ----------------------------------------------------------
@@ -176,9 +177,6 @@ class TaskService:
                         asyncio.create_task(self._heartbeat_loop(), name="twitterchat-heartbeat")]
         self.started = True
 
-    def stop_threads(self) -> None:
-        self._stopping.set()
-
     # -- Redis mode: pulling, leases, cancels, the shared event stream ------
     async def _pull_loop(self) -> None:
         """Take tasks from the shared queue while this instance has room (its own submitted and
@@ -239,7 +237,9 @@ class TaskService:
         """On the loop: a cancel request for a task this instance runs."""
         if task_id in self.inflight and task_id not in self._cancelling and task_id not in self._submitting:
             self._cancelling.add(task_id)
-            asyncio.create_task(self._cancel_in_comfy(task_id))
+            task = asyncio.create_task(self._cancel_in_comfy(task_id))
+            self._background.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._background.discard)
 
     def _follow_cancels(self) -> None:
         """Thread: cancel requests published by any instance."""
