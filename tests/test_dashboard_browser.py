@@ -19,8 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_policy import need
+from browser_harness import chromium, wait_js
 from comfyui_harness import cache_root
 from openai_double import Faults, FakeOpenAIServer
 from service_harness import API, call, probe_workflow, wait_final
@@ -67,59 +65,13 @@ def artifacts() -> Path:
     return folder
 
 
-def _browser_paths() -> tuple[str | None, str | None]:
-    browser = os.environ.get("TWITTERCHAT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    driver = os.environ.get("TWITTERCHAT_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    return (browser if os.path.isfile(browser) else None), (driver if os.path.isfile(driver) else None)
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        need(False, "selenium is not installed (pip install selenium)")
-    binary, driver_path = _browser_paths()
-    need(binary is not None and driver_path is not None,
-         "chromium and chromedriver are missing (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary  # a set binary and driver: Selenium Manager never downloads
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--no-first-run",
-                     "--disable-background-networking", "--disable-features=Translate,MediaRouter"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # chromedriver and the browser it starts get their own process group, stopped by its id.
-    service = Service(driver_path, popen_kw={"start_new_session": True})
-    driver = webdriver.Chrome(options=options, service=service)
-    group = service.process.pid
-    driver.set_script_timeout(30)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # -- helpers ------------------------------------------------------------------------
-def wait_js(driver, script: str, timeout: float = 30.0, message: str = "", args: tuple = ()):
-    """Poll a script (``return ...``) until its value is truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = driver.execute_script(script, *args)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {message or script}")
-        time.sleep(0.1)
-
-
 def console_errors(driver, allowed: tuple[tuple[str, int], ...] = ()) -> list[str]:
     """SEVERE browser log entries, minus the HTTP statuses a test provoked on purpose
     (``(path fragment, status)`` pairs)."""
