@@ -88,3 +88,21 @@ def local_pool():
     from comfyui_twitterchat.utils.llm import LLMClientPool, LLMSettings
 
     return LLMClientPool(max_concurrent=4, settings=LLMSettings.load(env={}))
+
+
+@pytest.fixture
+def fake_llm():
+    """Start OpenAI-compatible test doubles (tests/harness/openai_double.py): ``fake_llm(**faults)``;
+    all are stopped after the test."""
+    from openai_double import Faults, FakeOpenAIServer
+
+    servers = []
+
+    def start(**faults):
+        server = FakeOpenAIServer(Faults(**faults)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -17,23 +17,8 @@ from comfyui_twitterchat.tools.context import build_context, month_holidays
 from comfyui_twitterchat.tools.tweet_generation import generate_posts
 from comfyui_twitterchat.utils.llm import (CrossLoopSemaphore, LLMClientPool, LLMContentError,
                                                   LLMProfile, LLMSettings)
-from openai_double import Faults, FakeOpenAIServer
 
 KEY = "sk-test-generation-0123456789abcdefghij"
-
-
-@pytest.fixture
-def fake_llm():
-    servers = []
-
-    def start(**faults):
-        server = FakeOpenAIServer(Faults(**faults)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def pool_for(server, max_concurrent=20, timeout=10.0, max_retries=2):

@@ -20,25 +20,10 @@ from comfyui_twitterchat.tools.persona_generator import (STAGE_GRAPH, STAGES, Pe
                                                          generate_persona)
 from comfyui_twitterchat.utils.llm import LLMClientPool, LLMProfile, LLMSettings
 from comfyui_twitterchat.utils.safe_paths import UnsafePathError
-from openai_double import Faults, FakeOpenAIServer
 from pack_paths import TESTS_DIR
 
 CONCEPT = "A night-shift nurse who bakes sourdough and writes haiku on her breaks."
 SPEC = json.loads((TESTS_DIR / "fixtures" / "chara_card_v2.schema.json").read_text())
-
-
-@pytest.fixture
-def fake_llm():
-    servers = []
-
-    def start(**faults):
-        server = FakeOpenAIServer(Faults(**faults)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def pool_for(server, vision=None, max_concurrent=20):
