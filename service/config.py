@@ -37,7 +37,7 @@ class ServiceSettings:
     webhook_allowed_hosts: tuple[str, ...] = ()  # empty: any public host
     event_retention: int = 500_000  # events kept for SSE replay
     backend: str = "sqlite"      # "redis": many instances share one store and queue
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # from the environment it may hold a password
     redis_prefix: str = "twitterchat"
     lease_seconds: float = 60.0  # Redis mode: a task whose instance stops renewing is taken over after this
     public_url: str = ""         # Redis mode: this instance's URL for output links (default http://<host>:<port>)

@@ -92,6 +92,11 @@ class StoreUnavailable(StoreError):
         self.public = public
 
 
+def _text(value: Any) -> str:
+    """A field value as Redis keeps it: text as it is, JSON for dicts and lists, str() for numbers."""
+    return value if isinstance(value, str) else dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
 def _num(value: Any, kind: Callable = float) -> Any:
     return None if value in (None, "") else kind(value)
 
@@ -130,8 +135,7 @@ class _Tx:
             self.began = True
 
     def put(self, key: str, fields: Mapping[str, Any]) -> None:
-        setting = {k: v if isinstance(v, str) else (dumps(v) if isinstance(v, (dict, list)) else str(v))
-                   for k, v in fields.items() if v is not None}
+        setting = {k: _text(v) for k, v in fields.items() if v is not None}
         clearing = [k for k, v in fields.items() if v is None]
         if setting:
             self.pipe.hset(key, mapping=setting)
@@ -241,10 +245,8 @@ class RedisStore:
     def _move(self, tx: _Tx, h: dict[str, str], new: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Queue a task's state change (indexes, counts, its event) and return its new JSON."""
         task_id, old = h["task_id"], h["state"]
-        updated = {**h, **{k: v for k, v in fields.items()}, "state": new}
-        updated = {k: v for k, v in updated.items() if v is not None}
-        row = _task_row({k: v if isinstance(v, str) else (dumps(v) if isinstance(v, (dict, list)) else str(v))
-                         for k, v in updated.items()})
+        updated = {**h, **fields, "state": new}
+        row = _task_row({k: _text(v) for k, v in updated.items() if v is not None})
         tx.put(self.task_key(task_id), {**fields, "state": new})
         if new != old:
             seq = int(h["seq"])

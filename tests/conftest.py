@@ -106,3 +106,22 @@ def fake_llm():
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def llm_double():
+    """An OpenAI-compatible test double for a test module (modules that need other faults define
+    their own)."""
+    from openai_double import Faults, FakeOpenAIServer
+
+    server = FakeOpenAIServer(Faults()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llm_comfyui(comfyui_server_factory, llm_double):
+    """A ComfyUI (no probe nodes, no weather look-ups) whose LLM endpoint is ``llm_double``."""
+    return comfyui_server_factory(env={"OPENAI_BASE_URL": llm_double.base_url,
+                                       "OPENAI_API_KEY": "sk-module-test-abcdefghijklmnopqrstuvwxyz0123",
+                                       "TWITTERCHAT_WEATHER_URL": ""}, with_probes=False)

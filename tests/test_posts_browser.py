@@ -10,25 +10,15 @@ import pytest
 
 from browser_harness import chromium, open_comfyui, pack_console_errors, wait_js
 from comfyui_harness import cache_root
-from openai_double import Faults, FakeOpenAIServer
 from pack_paths import EXAMPLES_DIR
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
-KEY = "sk-posts-test-abcdefghijklmnopqrstuvwxyz0123"
 
 
 @pytest.fixture(scope="module")
-def llm_double():
-    server = FakeOpenAIServer(Faults()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def server(comfyui_server_factory, llm_double):
-    return comfyui_server_factory(env={"OPENAI_BASE_URL": llm_double.base_url, "OPENAI_API_KEY": KEY,
-                                       "TWITTERCHAT_WEATHER_URL": ""}, with_probes=False)
+def server(llm_comfyui):
+    return llm_comfyui
 
 
 def test_posts_show_on_the_generator_node_after_a_queue_from_the_page(server, tmp_path):

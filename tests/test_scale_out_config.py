@@ -43,3 +43,8 @@ def test_an_unreachable_redis_is_named_without_its_password():
     assert caught.value.public.startswith("Redis at redis://127.0.0.1:") and "/3 is unreachable" in caught.value.public
     assert "hunter2" not in caught.value.public and "hunter2" not in str(caught.value)
     assert "hunter2" not in redact_text("connect redis://:hunter2-secret@127.0.0.1:6379/0 failed")
+
+
+def test_a_password_in_the_environments_redis_url_stays_out_of_the_settings_repr():
+    settings = parse_service_settings({}, {"TWITTERCHAT_REDIS_URL": "redis://:hunter2-secret@10.0.0.5:6379/0"})
+    assert settings.redis_url.endswith("@10.0.0.5:6379/0") and "hunter2" not in repr(settings)

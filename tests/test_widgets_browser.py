@@ -14,27 +14,17 @@ import urllib.request
 import pytest
 
 from browser_harness import chromium, open_comfyui, pack_console_errors, wait_js
-from openai_double import Faults, FakeOpenAIServer
 from pack_paths import PERSONAS_DIR
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
-KEY = "sk-widgets-test-abcdefghijklmnopqrstuvwxyz0123"
 PASTED_KEY = "sk-proj-pasted-into-a-widget-0123456789abcdef"
 CARD = json.loads((PERSONAS_DIR / "tea_girl_meilin.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def llm_double():
-    server = FakeOpenAIServer(Faults()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def server(comfyui_server_factory, llm_double):
-    return comfyui_server_factory(env={"OPENAI_BASE_URL": llm_double.base_url, "OPENAI_API_KEY": KEY,
-                                       "TWITTERCHAT_WEATHER_URL": ""}, with_probes=False)
+def server(llm_comfyui):
+    return llm_comfyui
 
 
 @pytest.fixture(scope="module")
